@@ -1,0 +1,245 @@
+// Package config owns qmd's configuration: the defaults in code, the TOML
+// files layered over them (vendor file, admin file, drop-ins in name order),
+// and pure validation that names the key that is wrong.
+package config
+
+import (
+	"time"
+)
+
+// Default search paths. --config replaces the whole search.
+const (
+	VendorFile = "/usr/share/qmd/qmd.toml"
+	AdminFile  = "/etc/qmd/qmd.toml"
+	DropInDir  = "/etc/qmd/qmd.toml.d"
+)
+
+// Config is the effective configuration.
+type Config struct {
+	Podman     Podman      `toml:"podman"`
+	Log        Log         `toml:"log"`
+	DBus       DBus        `toml:"dbus"`
+	Incidents  Incidents   `toml:"incidents"`
+	Policy     Policy      `toml:"policy"`
+	Partitions []Partition `toml:"partition"`
+	Protect    []Protect   `toml:"protect"`
+
+	// Sources lists the files that were read, in order.
+	Sources []string `toml:"-"`
+	// Warnings are things the configuration asks for that qmd adjusted
+	// (clamped, skipped); they are logged at start.
+	Warnings []string `toml:"-"`
+
+	// origin maps key paths to the file:line that set them, for errors
+	// found after loading (Prepare).
+	origin map[string]string
+}
+
+// Podman says how to reach the Podman API service.
+type Podman struct {
+	// Socket is the API URL: unix:///run/podman/podman.sock.
+	Socket string `toml:"socket"`
+	// Timeout bounds every ordinary API call (not the long polls).
+	Timeout Duration `toml:"timeout"`
+}
+
+// Log configures the logger.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // auto, journal, console, json
+}
+
+// DBus configures the operator interface.
+type DBus struct {
+	Enable     bool   `toml:"enable"`
+	AdminGroup string `toml:"admin_group"`
+}
+
+// Incidents configures the durable incident store.
+type Incidents struct {
+	Path string `toml:"path"`
+	Max  int    `toml:"max"`
+}
+
+// Policy holds host-wide settings of the resource policy.
+type Policy struct {
+	// DryRun detects and logs what would be done, and does nothing.
+	DryRun bool `toml:"dry_run"`
+	// Resync is the slow tick that repairs drift (oom_score_adj, limits).
+	Resync Duration `toml:"resync"`
+}
+
+// Partition describes one supervised partition.
+type Partition struct {
+	Name          string            `toml:"name"`
+	ContainerName string            `toml:"container_name"`
+	Rootfs        string            `toml:"rootfs"`
+	Exec          []string          `toml:"exec"`
+	Network       string            `toml:"network"`
+	Volumes       []string          `toml:"volumes"`
+	ReadOnly      bool              `toml:"read_only"`
+	ReadOnlyTmpfs bool              `toml:"read_only_tmpfs"`
+	CapDrop       []string          `toml:"cap_drop"`
+	Devices       []string          `toml:"devices"`
+	Sysctl        map[string]string `toml:"sysctl"`
+	Seccomp       string            `toml:"seccomp_profile"`
+	Rlimits       map[string]string `toml:"rlimits"`
+	Env           map[string]string `toml:"env"`
+	Hostname      string            `toml:"hostname"`
+
+	OOMScoreAdj       int `toml:"oom_score_adj"`
+	NestedOOMScoreAdj int `toml:"nested_oom_score_adj"`
+
+	// StopOnExit stops the partition when qmd exits (default: leave it).
+	StopOnExit  bool     `toml:"stop_on_exit"`
+	StopTimeout Duration `toml:"stop_timeout"`
+
+	Restart  Restart  `toml:"restart"`
+	Memory   Memory   `toml:"memory"`
+	CPU      CPU      `toml:"cpu"`
+	Pids     Pids     `toml:"pids"`
+	Pressure Pressure `toml:"pressure"`
+}
+
+// Restart is the restart policy: immediate first restart after clean
+// running, jittered doubling backoff for repeated crashes, a start limit.
+type Restart struct {
+	Policy             string   `toml:"policy"` // always, on-failure, no
+	BackoffInitial     Duration `toml:"backoff_initial"`
+	BackoffMax         Duration `toml:"backoff_max"`
+	BackoffReset       Duration `toml:"backoff_reset"`
+	StartLimitBurst    int      `toml:"start_limit_burst"`
+	StartLimitInterval Duration `toml:"start_limit_interval"`
+}
+
+// Memory limits of the partition cgroup (systemd names in comments).
+type Memory struct {
+	High    Size `toml:"high"`     // MemoryHigh
+	Max     Size `toml:"max"`      // MemoryMax
+	SwapMax Size `toml:"swap_max"` // MemorySwapMax
+}
+
+// CPU settings of the partition cgroup.
+type CPU struct {
+	Weight string `toml:"weight"` // "idle" or 1..10000 (CPUWeight)
+	Quota  string `toml:"quota"`  // "" (none) or a percentage of one CPU, e.g. "200%"
+}
+
+// Pids limits the number of tasks (TasksMax).
+type Pids struct {
+	Max string `toml:"max"` // "max", a count, or a percentage of the kernel's pid_max
+	// ForkBombRestarts: restart the partition after this many pids.max
+	// events within ForkBombWindow (0 = never restart, only report).
+	ForkBombRestarts int      `toml:"fork_bomb_restarts"`
+	ForkBombWindow   Duration `toml:"fork_bomb_window"`
+}
+
+// Pressure configures the reactions to memory and CPU pressure.
+type Pressure struct {
+	// Host memory pressure ("some" stall) above Threshold within Window
+	// lowers the partition's memory.high by Step towards Floor.
+	HostMemory   bool     `toml:"host_memory"`
+	Threshold    Duration `toml:"threshold"`
+	Window       Duration `toml:"window"`
+	Step         Size     `toml:"step"`
+	Floor        Size     `toml:"floor"`
+	RestoreAfter Duration `toml:"restore_after"`
+	// Stall: "full" pressure inside the partition above StallThreshold in
+	// Window -> StallAction: "freeze-restart", "restart" or "none".
+	StallThreshold Duration `toml:"stall_threshold"`
+	StallAction    string   `toml:"stall_action"`
+	// CPU: ASIL cpu pressure above CPUThreshold -> CPUQuota on the partition.
+	CPUThreshold Duration `toml:"cpu_threshold"`
+	CPUQuota     string   `toml:"cpu_quota"`
+}
+
+// Protect names an ASIL process group whose oom_score_adj qmd sets and
+// otherwise never touches, and whose pressure qmd watches.
+type Protect struct {
+	Unit        string `toml:"unit"`   // systemd unit, e.g. "brakes.service"
+	Cgroup      string `toml:"cgroup"` // or a cgroup path
+	OOMScoreAdj int    `toml:"oom_score_adj"`
+	// WatchPressure adds a PSI trigger on this cgroup's memory.pressure.
+	WatchPressure bool `toml:"watch_pressure"`
+}
+
+// Default returns the built-in configuration: what qmd does with no files.
+func Default() *Config {
+	return &Config{
+		Podman:    Podman{Socket: "unix:///run/podman/podman.sock", Timeout: Duration{10 * time.Second}},
+		Log:       Log{Level: "info", Format: "auto"},
+		DBus:      DBus{Enable: true, AdminGroup: "qmd-admin"},
+		Incidents: Incidents{Path: "/var/lib/qmd/incidents.db", Max: 1000},
+		Policy:    Policy{Resync: Duration{30 * time.Second}},
+	}
+}
+
+// DefaultPartition returns a partition with every default filled in; it
+// mirrors containers/qm's qm.container.
+func DefaultPartition(name string) Partition {
+	return Partition{
+		Name:          name,
+		Rootfs:        "/usr/lib/qm/rootfs",
+		Exec:          []string{"/sbin/init"},
+		Network:       "private",
+		Volumes:       []string{"/etc/qm:/etc", "/var/qm:/var", "/var/qm/tmp:/var/tmp"},
+		ReadOnly:      true,
+		ReadOnlyTmpfs: true,
+		CapDrop:       []string{"sys_boot", "sys_resource"},
+		Devices:       []string{"-/dev/kvm", "-/dev/fuse"},
+		Sysctl:        map[string]string{"fs.mqueue.queues_max": "4"},
+		Seccomp:       "/usr/share/qmd/seccomp-no-rt.json",
+		// Explicit rlimits: Podman 4.3 swaps soft and hard of its defaults
+		// when a create request carries none. Clamped to the host's hard
+		// limits at load time.
+		Rlimits:           map[string]string{"nofile": "1024:524288", "nproc": "4096:32768"},
+		OOMScoreAdj:       500,
+		NestedOOMScoreAdj: 750,
+		StopTimeout:       Duration{10 * time.Second},
+		Restart: Restart{
+			Policy:             "always",
+			BackoffInitial:     Duration{100 * time.Millisecond},
+			BackoffMax:         Duration{30 * time.Second},
+			BackoffReset:       Duration{10 * time.Minute},
+			StartLimitBurst:    5,
+			StartLimitInterval: Duration{10 * time.Second},
+		},
+		Memory: Memory{
+			High:    Size{Bytes: Infinity, Set: true, Original: "infinity"},
+			Max:     Size{Bytes: Infinity, Set: true, Original: "infinity"},
+			SwapMax: Size{Bytes: 0, Set: true, Original: "0"},
+		},
+		CPU:  CPU{Weight: "idle"},
+		Pids: Pids{Max: "50%", ForkBombRestarts: 3, ForkBombWindow: Duration{time.Minute}},
+		Pressure: Pressure{
+			HostMemory:     true,
+			Threshold:      Duration{150 * time.Millisecond},
+			Window:         Duration{time.Second},
+			Step:           Size{Percent: 10, Set: true, Original: "10%"},
+			Floor:          Size{Percent: 25, Set: true, Original: "25%"},
+			RestoreAfter:   Duration{30 * time.Second},
+			StallThreshold: Duration{800 * time.Millisecond},
+			StallAction:    "freeze-restart",
+			CPUThreshold:   Duration{200 * time.Millisecond},
+			CPUQuota:       "50%",
+		},
+	}
+}
+
+// Partition returns the named partition.
+func (c *Config) Partition(name string) (*Partition, bool) {
+	for i := range c.Partitions {
+		if c.Partitions[i].Name == name {
+			return &c.Partitions[i], true
+		}
+	}
+	return nil, false
+}
+
+// ContainerNameOrDefault is the Podman container name of the partition.
+func (p *Partition) ContainerNameOrDefault() string {
+	if p.ContainerName != "" {
+		return p.ContainerName
+	}
+	return p.Name
+}
