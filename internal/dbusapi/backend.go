@@ -1,0 +1,41 @@
+// Package dbusapi is qmd's D-Bus server on the system bus (bus name
+// org.containers.qmd1): the Manager object, one Partition object per
+// partition, their properties and signals. It is thin: it validates
+// arguments, authorizes callers, delegates to a Backend (the supervisor)
+// and maps errors to D-Bus error names.
+package dbusapi
+
+import "github.com/containers/qmd/internal/incident"
+
+// PartitionInfo is a snapshot of one partition, as the Partition object
+// shows it.
+type PartitionInfo struct {
+	Name, ContainerID, ActiveState, SubState, Result, ControlGroup string
+	MainPID                                                        uint32
+	MemoryCurrent, MemoryHigh, MemoryMax                           uint64 // math.MaxUint64 = infinity
+	OOMScoreAdjust                                                 int32
+	NRestarts, NOOMKills                                           uint32
+	StateChangeTimestamp                                           uint64 // usec since epoch
+}
+
+// Backend is what the server delegates to (the supervisor satisfies it).
+// Every method returns promptly: long work runs asynchronously and shows
+// up through PartitionChanged / IncidentAdded. Errors are the apierr
+// values (matched with errors.Is).
+type Backend interface {
+	Partitions() []PartitionInfo
+	Partition(name string) (PartitionInfo, error) // apierr.ErrNoSuchPartition
+	Start(name string) error
+	Stop(name string) error
+	Restart(name string) error
+	Freeze(name string) error
+	Thaw(name string) error
+	ResetFailed(name string) error
+	SetMemoryHigh(name string, bytes uint64, runtime bool) error
+	SetMemoryMax(name string, bytes uint64, runtime bool) error
+	SetOOMScoreAdjust(name string, value int32, runtime bool) error
+	Reload() error
+	Status() string // "up" | "degraded"
+	Incidents(partition string, afterID uint64, limit int) ([]incident.Incident, error)
+	LastIncidentID() uint64
+}
