@@ -1,0 +1,87 @@
+#!/bin/bash
+# Runs inside the e2e VM, started by harness.service (baked into the image)
+# from the 9p share /mnt/harness. Installs qmd from the share as an operator
+# would, runs scenarios.sh, dumps the journal to the share and powers off.
+# Everything it produces lands in /mnt/harness:
+#   harness.log  this script's progress      results   PASS/FAIL/INFO lines
+#   install.status  "ok" or why qmd could not be installed
+#   journal.txt / qmd-journal.txt / journal.export   journal dumps
+#   rc           the exit code of scenarios.sh
+set -uo pipefail
+
+S=/mnt/harness
+exec >>"$S/harness.log" 2>&1
+t0=$(date +%s)
+log() { printf '%s [vm +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - t0 ))" "$*"; }
+
+finish() {
+	local rc=$1
+	log "dumping the journal"
+	journalctl -b --no-pager -o short-precise >"$S/journal.txt" 2>&1
+	journalctl -b --no-pager -u qmd.service -o verbose >"$S/qmd-journal.txt" 2>&1
+	journalctl -b --no-pager -o export >"$S/journal.export" 2>&1
+	echo "$rc" >"$S/rc"
+	sync
+	log "done (rc $rc), powering off"
+	systemctl poweroff --no-block
+	exit 0
+}
+
+# Settings passed from the host (E2E_SCENARIOS, E2E_CRASH_REPS, ...).
+set -a; [ -f "$S/env" ] && . "$S/env"; set +a
+
+log "harness started; waiting for the system to be up"
+state=$(timeout 300 systemctl is-system-running --wait 2>&1)
+log "system state: $state (uptime $(cut -d' ' -f1 /proc/uptime)s)"
+echo "$(cut -d' ' -f1 /proc/uptime)" >"$S/boot-seconds"
+if [ "$state" != running ]; then
+	systemctl --failed --no-pager
+fi
+
+# --- test fixtures that are not qmd ---------------------------------------------
+log "installing test units (asil-bystander, qm-plain)"
+install -m 0644 "$S/units/asil-bystander.service" /etc/systemd/system/
+install -m 0644 "$S/units/qm-plain.service" /etc/systemd/system/
+# The plain unit runs the same rootfs with its own /etc and /var, like qm's setup.
+cp -a /etc/qm /etc/qm-plain
+cp -a /var/qm /var/qm-plain
+systemctl daemon-reload
+systemctl start asil-bystander.service || log "WARNING: asil-bystander.service did not start"
+
+# --- qmd, installed from `make install DESTDIR=share/root` ------------------------
+install_qmd() {
+	if [ -f "$S/install.err" ]; then
+		echo "make install failed on the build host: $(tail -n 1 "$S/install.err")"
+		return 1
+	fi
+	[ -x "$S/root/usr/bin/qmd" ] || { echo "no usr/bin/qmd in the make install tree"; return 1; }
+	[ -f "$S/root/usr/lib/systemd/system/qmd.service" ] ||
+		{ echo "no usr/lib/systemd/system/qmd.service in the make install tree"; return 1; }
+	cp -a "$S/root/." / || { echo "copying the install tree into / failed"; return 1; }
+	systemd-sysusers || { echo "systemd-sysusers failed"; return 1; }
+	systemctl daemon-reload
+	journalctl --update-catalog || { echo "journalctl --update-catalog failed"; return 1; }
+	# D-Bus policy from /usr/share/dbus-1/system.d: make the bus see it.
+	systemctl reload dbus.service || true
+	mkdir -p /etc/qmd/qmd.toml.d
+	install -m 0644 "$S/qmd.toml" /etc/qmd/qmd.toml
+	if ! timeout 300 systemctl enable --now qmd.service; then
+		echo "systemctl enable --now qmd.service failed: $(systemctl show -p ActiveState,SubState,Result --value qmd.service | paste -sd/ -)"
+		return 1
+	fi
+	return 0
+}
+log "installing qmd from the share"
+if why=$(install_qmd 2>"$S/install.stderr"); then
+	echo ok >"$S/install.status"
+	log "qmd installed and started: $(systemctl is-active qmd.service)"
+else
+	echo "$why" >"$S/install.status"
+	log "qmd NOT installed: $why"
+fi
+
+log "running scenarios: ${E2E_SCENARIOS:-all}"
+timeout -k 10 "${E2E_VM_TIMEOUT:-2400}" bash "$S/scenarios.sh"
+rc=$?
+log "scenarios.sh exited with $rc"
+finish "$rc"
