@@ -60,7 +60,8 @@ type JournalConfig struct {
 type journal struct {
 	mu      sync.RWMutex // RLock while using fd; Lock to close it
 	fd      int          // -1 once closed
-	addr    *unix.SockaddrUnix
+	path    string
+	addrs   sync.Pool // *unix.SockaddrUnix: x/sys caches the raw address in it, so one per sender
 	ident   string
 	noMemfd bool
 
@@ -123,11 +124,12 @@ func NewJournalCore(cfg JournalConfig, enab zapcore.LevelEnabler) (*JournalCore,
 	ws := zapcore.Lock(zapcore.AddSync(cfg.Fallback))
 	j := &journal{
 		fd:       fd,
-		addr:     &unix.SockaddrUnix{Name: cfg.Socket},
+		path:     cfg.Socket,
 		ident:    cfg.Identifier,
 		noMemfd:  cfg.noMemfd,
 		fallback: ws,
 	}
+	j.addrs.New = func() any { return &unix.SockaddrUnix{Name: j.path} }
 	return &JournalCore{
 		LevelEnabler: enab,
 		j:            j,
@@ -290,8 +292,10 @@ func (j *journal) send(b []byte) error {
 	if j.fd < 0 {
 		return errClosed
 	}
+	addr := j.addrs.Get().(*unix.SockaddrUnix)
+	defer j.addrs.Put(addr)
 	for {
-		err := unix.Sendmsg(j.fd, b, nil, j.addr, 0)
+		err := unix.Sendmsg(j.fd, b, nil, addr, 0)
 		if err != unix.EINTR { //nolint:errorlint // raw errno from x/sys
 			return err
 		}
@@ -330,7 +334,9 @@ func (j *journal) sendMemfd(b []byte) error {
 	if j.fd < 0 {
 		return errClosed
 	}
-	if err := unix.Sendmsg(j.fd, nil, unix.UnixRights(fd), j.addr, 0); err != nil {
+	addr := j.addrs.Get().(*unix.SockaddrUnix)
+	defer j.addrs.Put(addr)
+	if err := unix.Sendmsg(j.fd, nil, unix.UnixRights(fd), addr, 0); err != nil {
 		return fmt.Errorf("send memfd: %w", err)
 	}
 	return nil
@@ -353,7 +359,7 @@ func (j *journal) noteSuccess() {
 func (j *journal) notice(l zapcore.Level, msg string, err error) {
 	enc := zapcore.NewConsoleEncoder(consoleEncoderConfig(false))
 	ent := zapcore.Entry{Level: l, Time: time.Now(), Message: msg}
-	fs := []zapcore.Field{{Key: "socket", Type: zapcore.StringType, String: j.addr.Name}}
+	fs := []zapcore.Field{{Key: "socket", Type: zapcore.StringType, String: j.path}}
 	if err != nil {
 		fs = append(fs, zapcore.Field{Key: KeyError, Type: zapcore.ErrorType, Interface: err})
 	}

@@ -395,3 +395,33 @@ func TestFieldHelpers(t *testing.T) {
 		}
 	}
 }
+
+func TestJournalConcurrent(t *testing.T) {
+	fj := newFakeJournal(t)
+	c, fallback := newTestCore(t, JournalConfig{Socket: fj.path})
+	log := zap.New(c).With(Partition("qm"))
+	const workers, per = 8, 50
+	done := make(chan struct{})
+	for w := range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			wl := log.With(zap.Int("worker", w))
+			for i := range per {
+				wl.Info("line", IncidentID(uint64(i)), Event(incident.Throttle))
+			}
+		}()
+	}
+	id, _ := MessageID(incident.Throttle)
+	for range workers * per {
+		e, _ := fj.recvEntry(t)
+		if e.get("QMD_PARTITION") != "qm" || e.get("MESSAGE_ID") != id || len(e["QMD_WORKER"]) != 1 {
+			t.Fatalf("entry %q", e)
+		}
+	}
+	for range workers {
+		<-done
+	}
+	if fallback.Len() != 0 {
+		t.Errorf("fallback written: %q", fallback)
+	}
+}
