@@ -138,6 +138,7 @@ func (h *Hierarchy) Open(p string) (*Cgroup, error) {
 			cg.v1[ctrl] = c
 		}
 	}
+	cg.pickPrimary()
 	return cg, nil
 }
 
@@ -187,6 +188,7 @@ func (h *Hierarchy) fromEntries(file string, entries []ProcCgroup) (*Cgroup, err
 	for _, primary := range []string{"memory", "pids", "freezer", "cpu"} {
 		if p, ok := cg.v1[primary]; ok {
 			cg.path = p
+			cg.pickPrimary()
 			return cg, nil
 		}
 	}
@@ -199,6 +201,7 @@ type Cgroup struct {
 	h    *Hierarchy
 	path string            // v2 path; v1 path of the primary controller (memory)
 	v1   map[string]string // v1: controller -> path
+	prim string            // v1: the controller whose directory stands for the cgroup
 }
 
 // Version is the hierarchy version.
@@ -715,17 +718,22 @@ func (c *Cgroup) PIDs() ([]int, error) {
 	return ParsePIDs(f, b)
 }
 
-// primary is the v1 controller whose tree the process listing walks.
-func (c *Cgroup) primary() string {
+// primary is the v1 controller whose directory stands for the cgroup
+// (existence, process listing, watching): the first of memory, pids,
+// freezer, cpu that existed when the Cgroup was made; "" on v2.
+func (c *Cgroup) primary() string { return c.prim }
+
+func (c *Cgroup) pickPrimary() {
 	if c.h.Version == V2 {
-		return ""
+		return
 	}
+	c.prim = "memory"
 	for _, ctrl := range []string{"memory", "pids", "freezer", "cpu"} {
 		if fileExists(c.Dir(ctrl)) {
-			return ctrl
+			c.prim = ctrl
+			return
 		}
 	}
-	return "memory"
 }
 
 // Processes lists the processes of the cgroup and all its descendants
@@ -746,9 +754,12 @@ func (c *Cgroup) Processes() ([]Process, error) {
 				if top {
 					return fmt.Errorf("list processes of %s: %w", dir, ErrGone)
 				}
-				return nil
+				// A child that vanished, or (fake trees) a directory
+				// without cgroup.procs: go on with its children.
+				b = nil
+			} else {
+				return fmt.Errorf("list processes: %w", err)
 			}
-			return fmt.Errorf("list processes: %w", err)
 		}
 		pids, err := ParsePIDs(file, b)
 		if err != nil {

@@ -426,6 +426,11 @@ func (w *Watcher) run() error {
 				if ev.mask&unix.IN_IGNORED != 0 {
 					delete(w.dirs, ev.wd)
 					w.n.forget(ev.wd)
+					// The cgroup's own IN_DELETE_SELF is deferred while
+					// a file in it is open (v1 oom_control): check here.
+					if !w.cg.Exists() {
+						return fmt.Errorf("watch %s: %w", w.cg.path, ErrGone)
+					}
 					continue
 				}
 				if ev.mask&unix.IN_CREATE != 0 && ev.mask&unix.IN_ISDIR != 0 && ev.name != "" {
@@ -506,7 +511,14 @@ func (w *Watcher) checkOOMKillV1() (bool, error) {
 
 func (w *Watcher) readFile(name string) error {
 	if name == "cgroup.events" {
-		st, err := w.cg.State()
+		f, b, err := w.cg.read("", name)
+		if err == nil && len(b) == 0 {
+			return nil // mid-rewrite (fake trees): the next IN_MODIFY follows
+		}
+		var st State
+		if err == nil {
+			st, err = ParseCgroupEvents(f, b)
+		}
 		if err != nil {
 			return w.readErr(err)
 		}
