@@ -61,15 +61,21 @@ func (c *Cgroup) setFrozenV2(ctx context.Context, frozen bool) error {
 	stop := context.AfterFunc(ctx, n.Wake)
 	defer stop()
 	for {
-		st, err := c.State()
+		f, b, err := c.read("", "cgroup.events")
 		if errors.Is(err, fs.ErrNotExist) {
 			return ErrGone
 		}
 		if err != nil {
 			return err
 		}
-		if st.Frozen == frozen {
-			return nil
+		if len(b) > 0 { // empty: mid-rewrite (fake trees), wait for the next write
+			st, err := ParseCgroupEvents(f, b)
+			if err != nil {
+				return err
+			}
+			if st.Frozen == frozen {
+				return nil
+			}
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("waiting for frozen=%s in %s: %w", v, events, err)
