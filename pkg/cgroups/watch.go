@@ -487,7 +487,14 @@ func (w *Watcher) run() error {
 }
 
 func (w *Watcher) checkOOMKillV1() (bool, error) {
-	oc, err := w.cg.OOMControl()
+	f, b, err := w.cg.read("memory", "memory.oom_control")
+	if err == nil && len(b) == 0 {
+		return false, nil // mid-rewrite (fake trees)
+	}
+	var oc OOMControl
+	if err == nil {
+		oc, err = ParseOOMControl(f, b)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && !w.cg.Exists() {
 			return false, fmt.Errorf("watch %s: %w", w.cg.path, ErrGone)
