@@ -1,0 +1,197 @@
+//go:build remote
+
+package podman
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/containers/podman/v5/pkg/specgen"
+	spec "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/runtime"
+)
+
+// Label names, re-exported for the tests of this package.
+const (
+	LabelPartition  = runtime.LabelPartition
+	LabelConfigHash = runtime.LabelConfigHash
+)
+
+// facts is what the spec needs to know about the host (tests fake it).
+type facts interface {
+	memTotal() uint64
+	pidMax() uint64
+}
+
+type hostFacts struct{}
+
+func (hostFacts) memTotal() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	return parseMemTotal(b)
+}
+
+func parseMemTotal(b []byte) uint64 {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			n, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil || n > (1<<54) {
+				return 0
+			}
+			return n * 1024
+		}
+	}
+	return 0
+}
+
+func (hostFacts) pidMax() uint64 {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// Spec builds the create request of a partition: what containers/qm's
+// qm.container asks of Podman, from the (prepared) configuration.
+func Spec(p *config.Partition, h facts) (*specgen.SpecGenerator, error) {
+	s := specgen.NewSpecGenerator("", true)
+	s.Name = p.ContainerNameOrDefault()
+	s.Rootfs = p.Rootfs
+	s.Command = append([]string(nil), p.Exec...)
+	s.Labels = map[string]string{
+		LabelPartition:  p.Name,
+		LabelConfigHash: p.CreateHash(),
+	}
+	s.ReadOnlyFilesystem = &p.ReadOnly
+	rwTmpfs := p.ReadOnly && p.ReadOnlyTmpfs
+	s.ReadWriteTmpfs = &rwTmpfs
+	s.Terminal = new(bool)
+	s.Systemd = "true" // systemd mode when the init is systemd (/sbin/init)
+	s.Hostname = p.Hostname
+	s.Env = p.Env
+	switch p.Network {
+	case "none":
+		s.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
+	case "host":
+		s.NetNS = specgen.Namespace{NSMode: specgen.Host}
+	default:
+		s.NetNS = specgen.Namespace{NSMode: specgen.Private}
+	}
+	for _, v := range p.Volumes {
+		parts := strings.Split(v, ":")
+		m := spec.Mount{Type: "bind", Source: parts[0], Destination: parts[1], Options: []string{"rbind"}}
+		if len(parts) == 3 {
+			m.Options = append(m.Options, strings.Split(parts[2], ",")...)
+		}
+		s.Mounts = append(s.Mounts, m)
+	}
+	s.CapAdd = []string{"all"}
+	for _, c := range p.CapDrop {
+		c = strings.ToUpper(c)
+		if !strings.HasPrefix(c, "CAP_") {
+			c = "CAP_" + c
+		}
+		s.CapDrop = append(s.CapDrop, c)
+	}
+	for _, d := range p.Devices {
+		s.Devices = append(s.Devices, spec.LinuxDevice{Path: strings.TrimPrefix(d, "-")})
+	}
+	if len(p.Sysctl) > 0 {
+		s.Sysctl = p.Sysctl
+	}
+	switch p.Seccomp {
+	case "":
+	case "unconfined":
+		s.SeccompPolicy = "empty"
+		s.SeccompProfilePath = "unconfined"
+	default:
+		s.SeccompProfilePath = p.Seccomp
+	}
+	names := make([]string, 0, len(p.Rlimits))
+	for k := range p.Rlimits {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		r, err := config.ParseRlimit(p.Rlimits[k])
+		if err != nil {
+			return nil, fmt.Errorf("partition %s rlimit %s: %w", p.Name, k, err)
+		}
+		// Lowercase names: the 4.3 server adds the RLIMIT_ prefix itself.
+		s.Rlimits = append(s.Rlimits, spec.POSIXRlimit{Type: k, Soft: r.Soft, Hard: r.Hard})
+	}
+	oom := p.OOMScoreAdj
+	s.OOMScoreAdj = &oom
+	stop := uint(p.StopTimeout.Seconds())
+	s.StopTimeout = &stop
+	res := &spec.LinuxResources{}
+	mem := h.memTotal()
+	if m := p.Memory.Max; m.Set && !m.IsInfinity() {
+		limit := int64(min(m.Resolve(mem), 1<<62))
+		res.Memory = &spec.LinuxMemory{Limit: &limit}
+		if sw := p.Memory.SwapMax; sw.Set && !sw.IsInfinity() {
+			total := limit + int64(min(sw.Resolve(mem), 1<<61))
+			res.Memory.Swap = &total
+		}
+	}
+	if w := p.CPU.Weight; w != "" {
+		shares := weightToShares(w)
+		res.CPU = &spec.LinuxCPU{Shares: &shares}
+	}
+	if p.CPU.Quota != "" {
+		f, err := config.ParseCPUQuota(p.CPU.Quota)
+		if err != nil {
+			return nil, fmt.Errorf("partition %s cpu.quota: %w", p.Name, err)
+		}
+		if res.CPU == nil {
+			res.CPU = &spec.LinuxCPU{}
+		}
+		period := uint64(100000)
+		quota := int64(f * float64(period))
+		res.CPU.Period, res.CPU.Quota = &period, &quota
+	}
+	count, pct, err := config.ParsePidsMax(p.Pids.Max)
+	if err != nil {
+		return nil, fmt.Errorf("partition %s pids.max: %w", p.Name, err)
+	}
+	if pct > 0 {
+		count = uint64(float64(h.pidMax()) * pct / 100)
+	}
+	if count > 0 {
+		n := int64(min(count, 1<<31))
+		res.Pids = &spec.LinuxPids{Limit: n}
+	}
+	if res.Memory != nil || res.CPU != nil || res.Pids != nil {
+		s.ResourceLimits = res
+	}
+	return s, nil
+}
+
+// weightToShares maps CPUWeight ("idle", 1..10000) to cgroup v1 cpu.shares
+// (2..262144) as systemd does; Podman converts shares back on cgroup v2.
+func weightToShares(w string) uint64 {
+	if w == "idle" {
+		return 2
+	}
+	n, err := strconv.ParseUint(w, 10, 64)
+	if err != nil || n < 1 || n > 10000 {
+		return 1024
+	}
+	return 2 + (n-1)*(262144-2)/9999
+}

@@ -1,0 +1,213 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/runtime"
+)
+
+// fakeRuntime is an in-memory Podman: containers, events and Wait.
+type fakeRuntime struct {
+	mu         sync.Mutex
+	ctrs       map[string]*fakeCtr // by ID
+	nextID     int
+	nextPid    int
+	down       bool
+	events     chan runtime.Event
+	exitAtOnce map[string]bool // partition name -> init exits right after start
+	creates    int
+	starts     int
+	removes    int
+	clock      func() time.Time
+}
+
+type fakeCtr struct {
+	c     runtime.Container
+	exitC chan struct{}
+}
+
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{ctrs: map[string]*fakeCtr{}, nextPid: 1000, exitAtOnce: map[string]bool{}, clock: time.Now}
+}
+
+func (f *fakeRuntime) Connect(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return fmt.Errorf("connect: %w", runtime.ErrUnavailable)
+	}
+	return nil
+}
+
+func (f *fakeRuntime) Ping(ctx context.Context) error { return f.Connect(ctx) }
+
+func (f *fakeRuntime) find(nameOrID string) *fakeCtr {
+	if c, ok := f.ctrs[nameOrID]; ok {
+		return c
+	}
+	for _, c := range f.ctrs {
+		if c.c.Name == nameOrID {
+			return c
+		}
+	}
+	return nil
+}
+
+func (f *fakeRuntime) Inspect(_ context.Context, nameOrID string) (*runtime.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, runtime.ErrUnavailable
+	}
+	c := f.find(nameOrID)
+	if c == nil {
+		return nil, fmt.Errorf("inspect %s: %w", nameOrID, runtime.ErrNotFound)
+	}
+	cp := c.c
+	return &cp, nil
+}
+
+// add puts a container in place as if created earlier (adoption tests).
+func (f *fakeRuntime) add(name string, labels map[string]string, running bool) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nextID++
+	id := fmt.Sprintf("%064d", f.nextID)
+	c := &fakeCtr{c: runtime.Container{ID: id, Name: name, Labels: labels, Status: "exited"}, exitC: make(chan struct{})}
+	if running {
+		f.nextPid++
+		c.c.Running, c.c.Pid, c.c.Status, c.c.StartedAt = true, f.nextPid, "running", f.clock()
+	}
+	f.ctrs[id] = c
+	return id
+}
+
+func (f *fakeRuntime) Create(_ context.Context, p *config.Partition) (string, error) {
+	f.mu.Lock()
+	if f.down {
+		f.mu.Unlock()
+		return "", runtime.ErrUnavailable
+	}
+	if f.find(p.ContainerNameOrDefault()) != nil {
+		f.mu.Unlock()
+		return "", fmt.Errorf("create: name %s in use", p.ContainerNameOrDefault())
+	}
+	f.creates++
+	f.mu.Unlock()
+	return f.add(p.ContainerNameOrDefault(), map[string]string{
+		runtime.LabelPartition: p.Name, runtime.LabelConfigHash: p.CreateHash()}, false), nil
+}
+
+func (f *fakeRuntime) Start(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return runtime.ErrUnavailable
+	}
+	c := f.find(id)
+	if c == nil {
+		return runtime.ErrNotFound
+	}
+	f.starts++
+	if c.c.Running {
+		return nil
+	}
+	f.nextPid++
+	c.c.Running, c.c.Pid, c.c.Status, c.c.StartedAt = true, f.nextPid, "running", f.clock()
+	c.exitC = make(chan struct{})
+	if f.exitAtOnce[c.c.Labels[runtime.LabelPartition]] {
+		f.exitLocked(c, 1, false)
+	}
+	return nil
+}
+
+// kill makes the container's init die with code, as kill -9 would.
+func (f *fakeRuntime) kill(name string, code int32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(name)
+	f.exitLocked(c, code, true)
+}
+
+func (f *fakeRuntime) exitLocked(c *fakeCtr, code int32, event bool) {
+	c.c.Running, c.c.Pid, c.c.Status, c.c.ExitCode = false, 0, "exited", code
+	close(c.exitC)
+	if event && f.events != nil && !f.down {
+		f.events <- runtime.Event{Time: f.clock(), ID: c.c.ID, Name: c.c.Name, Action: "died",
+			Partition: c.c.Labels[runtime.LabelPartition], ExitCode: int(code)}
+	}
+}
+
+func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(id)
+	if c == nil {
+		return runtime.ErrNotFound
+	}
+	if c.c.Running {
+		f.exitLocked(c, 0, false)
+	}
+	return nil
+}
+
+func (f *fakeRuntime) Remove(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.find(id) == nil {
+		return runtime.ErrNotFound
+	}
+	f.removes++
+	delete(f.ctrs, id)
+	return nil
+}
+
+func (f *fakeRuntime) Wait(ctx context.Context, id string) (int32, error) {
+	f.mu.Lock()
+	c := f.find(id)
+	if c == nil {
+		f.mu.Unlock()
+		return -1, runtime.ErrNotFound
+	}
+	exitC := c.exitC
+	f.mu.Unlock()
+	select {
+	case <-exitC:
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return c.c.ExitCode, nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+func (f *fakeRuntime) Events(context.Context, time.Time) (<-chan runtime.Event, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, runtime.ErrUnavailable
+	}
+	f.events = make(chan runtime.Event, 64)
+	return f.events, nil
+}
+
+// setDown takes the service away (closing the events stream) or brings it back.
+func (f *fakeRuntime) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+	if down && f.events != nil {
+		close(f.events)
+		f.events = nil
+	}
+}
+
+func (f *fakeRuntime) count() (creates, starts, ctrs int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.creates, f.starts, len(f.ctrs)
+}

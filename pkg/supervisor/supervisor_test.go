@@ -1,0 +1,409 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containers/qmd/internal/apierr"
+	"github.com/containers/qmd/internal/clock"
+	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/internal/runtime"
+)
+
+type recorder struct {
+	mu   sync.Mutex
+	incs []incident.Incident
+}
+
+func (r *recorder) Record(i incident.Incident) incident.Incident {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i.ID = uint64(len(r.incs) + 1)
+	r.incs = append(r.incs, i)
+	return i
+}
+
+func (r *recorder) count(t incident.Type) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, i := range r.incs {
+		if i.Type == t {
+			n++
+		}
+	}
+	return n
+}
+
+type harness struct {
+	t    *testing.T
+	rt   *fakeRuntime
+	clk  *clock.Fake
+	rec  *recorder
+	sup  *Supervisor
+	cfg  *config.Config
+	stop func()
+	done chan error
+}
+
+func testConfig(names ...string) *config.Config {
+	c := config.Default()
+	for _, n := range names {
+		c.Partitions = append(c.Partitions, config.DefaultPartition(n))
+	}
+	return c
+}
+
+func newHarness(t *testing.T, cfg *config.Config, rt *fakeRuntime) *harness {
+	t.Helper()
+	if rt == nil {
+		rt = newFakeRuntime()
+	}
+	h := &harness{t: t, rt: rt, clk: clock.NewFake(), rec: &recorder{}, cfg: cfg, done: make(chan error, 1)}
+	rt.clock = h.clk.Now
+	h.sup = New(cfg, Options{Runtime: rt, Sink: h.rec, Clock: h.clk, Rand: func() float64 { return 0.5 }})
+	return h
+}
+
+func (h *harness) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop = cancel
+	go func() { h.done <- h.sup.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-h.done:
+			if err != nil {
+				h.t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			h.t.Error("Run did not return after cancel")
+		}
+	})
+	select {
+	case <-h.sup.Ready():
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("not ready")
+	}
+}
+
+// waitFor polls a condition on real time; the supervisor runs on its own
+// goroutines, the fake clock only drives timers.
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s; status %+v", what, h.sup.Statuses())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (h *harness) state(name string) Status {
+	st, err := h.sup.Status(name)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st
+}
+
+func (h *harness) waitState(name string, s State) Status {
+	h.t.Helper()
+	h.waitFor(string(s), func() bool { return h.state(name).State == s })
+	return h.state(name)
+}
+
+func TestFreshStartCreatesAndRuns(t *testing.T) {
+	h := newHarness(t, testConfig("qm"), nil)
+	h.run()
+	st := h.waitState("qm", Running)
+	if st.ContainerID == "" || st.MainPID == 0 {
+		t.Fatalf("running without container or pid: %+v", st)
+	}
+	if c, s, n := h.rt.count(); c != 1 || s != 1 || n != 1 {
+		t.Errorf("creates=%d starts=%d containers=%d, want 1 1 1", c, s, n)
+	}
+	if a, sub := st.State.ActiveSub(); a != "active" || sub != "running" {
+		t.Errorf("ActiveSub = %s/%s", a, sub)
+	}
+}
+
+func TestCrashRestartsImmediatelyThenBacksOff(t *testing.T) {
+	h := newHarness(t, testConfig("qm"), nil)
+	h.run()
+	first := h.waitState("qm", Running)
+
+	h.rt.kill("qm", 137)
+	h.waitFor("first restart (immediate)", func() bool {
+		st := h.state("qm")
+		return st.State == Running && st.MainPID != first.MainPID
+	})
+	if st := h.state("qm"); st.NRestarts != 1 || st.ContainerID != first.ContainerID {
+		t.Fatalf("after first crash: %+v (want same container, 1 restart)", st)
+	}
+
+	// A second crash soon after backs off 100 ms: nothing happens until the
+	// clock moves.
+	pid := h.state("qm").MainPID
+	h.rt.kill("qm", 137)
+	h.waitState("qm", Restarting)
+	h.waitFor("backoff timer armed", func() bool { return h.clk.Pending() > 0 })
+	h.clk.Advance(99 * time.Millisecond)
+	if h.state("qm").State != Restarting {
+		t.Fatal("restarted before the backoff delay")
+	}
+	h.clk.Advance(time.Millisecond)
+	h.waitFor("second restart", func() bool { st := h.state("qm"); return st.State == Running && st.MainPID != pid })
+
+	// Third crash: 200 ms.
+	h.rt.kill("qm", 137)
+	h.waitFor("backoff timer armed", func() bool { return h.clk.Pending() > 0 })
+	h.clk.Advance(199 * time.Millisecond)
+	if h.state("qm").State != Restarting {
+		t.Fatal("restarted before 200ms")
+	}
+	h.clk.Advance(time.Millisecond)
+	h.waitState("qm", Running)
+	if got := h.rec.count(incident.Restart); got != 3 {
+		t.Errorf("restart incidents = %d, want 3", got)
+	}
+	if st := h.state("qm"); st.NRestarts != 3 {
+		t.Errorf("NRestarts = %d", st.NRestarts)
+	}
+}
+
+func TestBackoffResetsAfterCleanRunning(t *testing.T) {
+	h := newHarness(t, testConfig("qm"), nil)
+	h.run()
+	h.waitState("qm", Running)
+	h.rt.kill("qm", 1)
+	h.waitFor("restart 1", func() bool { return h.state("qm").NRestarts == 1 && h.state("qm").State == Running })
+	// Running cleanly for 10 minutes resets the backoff: the next crash
+	// restarts at once again.
+	h.clk.Advance(10 * time.Minute)
+	h.rt.kill("qm", 1)
+	h.waitFor("immediate restart 2", func() bool { return h.state("qm").NRestarts == 2 && h.state("qm").State == Running })
+	if h.clk.Pending() != 0 {
+		t.Error("a backoff timer was armed after clean running")
+	}
+}
+
+func TestStartLimitFailsAndResetFailedStartsAgain(t *testing.T) {
+	rt := newFakeRuntime()
+	rt.exitAtOnce["qm"] = true
+	h := newHarness(t, testConfig("qm"), rt)
+	h.run()
+	// Starts 1..5 are allowed within 10 s; the backoff delays (0, 100, 200,
+	// 400 ms) keep them inside the interval; the 6th is refused.
+	for h.state("qm").State != Failed {
+		h.waitFor("restart scheduled or failed", func() bool {
+			return h.clk.Pending() > 0 || h.state("qm").State == Failed
+		})
+		if h.state("qm").State == Failed {
+			break
+		}
+		h.clk.Advance(time.Second)
+	}
+	st := h.state("qm")
+	if st.Result != "start-limit-hit" {
+		t.Errorf("result %q", st.Result)
+	}
+	_, starts, _ := rt.count()
+	if starts != 5 {
+		t.Errorf("starts = %d, want 5 (the start limit)", starts)
+	}
+	if h.rec.count(incident.StartLimit) != 1 {
+		t.Error("no start-limit incident")
+	}
+	// Stays down.
+	h.clk.Advance(time.Minute)
+	if _, s, _ := rt.count(); s != 5 {
+		t.Errorf("started again while failed: %d", s)
+	}
+	if err := h.sup.Start("qm"); !errors.Is(err, apierr.ErrStartLimitHit) {
+		t.Errorf("Start on failed = %v, want ErrStartLimitHit", err)
+	}
+	rt.mu.Lock()
+	rt.exitAtOnce["qm"] = false
+	rt.mu.Unlock()
+	if err := h.sup.ResetFailed("qm"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("qm", Running)
+}
+
+func TestAdoptionKeepsRunningContainer(t *testing.T) {
+	cfg := testConfig("qm")
+	rt := newFakeRuntime()
+	id := rt.add("qm", map[string]string{runtime.LabelPartition: "qm", runtime.LabelConfigHash: cfg.Partitions[0].CreateHash()}, true)
+	h := newHarness(t, cfg, rt)
+	h.run()
+	st := h.waitState("qm", Running)
+	if st.ContainerID != id || st.Drift {
+		t.Fatalf("not adopted: %+v", st)
+	}
+	if c, s, _ := rt.count(); c != 0 || s != 0 {
+		t.Errorf("adoption created %d / started %d containers", c, s)
+	}
+	if h.rec.count(incident.Adopt) != 1 {
+		t.Error("no adopt incident")
+	}
+}
+
+func TestDriftKeepsRunningThenRecreatesOnRestart(t *testing.T) {
+	cfg := testConfig("qm")
+	rt := newFakeRuntime()
+	old := rt.add("qm", map[string]string{runtime.LabelPartition: "qm", runtime.LabelConfigHash: "0123456789abcdef"}, true)
+	h := newHarness(t, cfg, rt)
+	h.run()
+	st := h.waitState("qm", Running)
+	if st.ContainerID != old || !st.Drift {
+		t.Fatalf("drifted container must be kept and flagged: %+v", st)
+	}
+	if h.rec.count(incident.ConfigDrift) != 1 {
+		t.Error("no config-drift incident")
+	}
+	h.rt.kill("qm", 137)
+	h.waitFor("recreated", func() bool { st := h.state("qm"); return st.State == Running && st.ContainerID != old })
+	if st := h.state("qm"); st.Drift {
+		t.Error("still drifted after recreate")
+	}
+	if c, _, n := rt.count(); c != 1 || n != 1 {
+		t.Errorf("creates=%d containers=%d, want 1 and 1", c, n)
+	}
+}
+
+func TestNameConflictIsNotTouched(t *testing.T) {
+	rt := newFakeRuntime()
+	rt.add("qm", map[string]string{}, true)
+	h := newHarness(t, testConfig("qm"), rt)
+	h.run()
+	st := h.waitState("qm", Failed)
+	if st.Result != "name-conflict" {
+		t.Errorf("result %q", st.Result)
+	}
+	if c, s, _ := rt.count(); c != 0 || s != 0 {
+		t.Error("touched a container qmd does not own")
+	}
+}
+
+func TestPodmanLostAndRegained(t *testing.T) {
+	h := newHarness(t, testConfig("qm"), nil)
+	h.run()
+	first := h.waitState("qm", Running)
+	h.rt.setDown(true)
+	h.waitFor("podman down seen", func() bool { return !h.sup.PodmanUp() })
+	if err := h.sup.Restart("qm"); !errors.Is(err, apierr.ErrPodmanUnavailable) {
+		t.Errorf("Restart while podman is down = %v", err)
+	}
+	// The partition dies while Podman is away: no event reaches qmd.
+	h.rt.mu.Lock()
+	c := h.rt.find("qm")
+	c.c.Running, c.c.Pid, c.c.Status = false, 0, "exited"
+	h.rt.mu.Unlock()
+	h.rt.setDown(false)
+	// Reconnection runs on the fake clock's backoff.
+	h.waitFor("reconnected", func() bool {
+		if h.clk.Pending() > 0 {
+			h.clk.Advance(time.Second)
+		}
+		return h.sup.PodmanUp()
+	})
+	h.waitFor("restarted after resync", func() bool { st := h.state("qm"); return st.State == Running && st.MainPID != first.MainPID })
+	if _, _, n := h.rt.count(); n != 1 {
+		t.Errorf("%d containers after reconnect, want 1", n)
+	}
+	if h.rec.count(incident.PodmanLost) != 1 {
+		t.Error("no podman-lost incident")
+	}
+}
+
+func TestStopAndStart(t *testing.T) {
+	h := newHarness(t, testConfig("qm"), nil)
+	h.run()
+	h.waitState("qm", Running)
+	if err := h.sup.Stop("qm"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("qm", Inactive)
+	if h.state("qm").NRestarts != 0 {
+		t.Error("a requested stop counted as a crash")
+	}
+	if err := h.sup.Start("qm"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("qm", Running)
+	if _, err := h.sup.Status("nope"); !errors.Is(err, apierr.ErrNoSuchPartition) {
+		t.Errorf("unknown partition: %v", err)
+	}
+}
+
+func TestRestartPolicyOnFailure(t *testing.T) {
+	cfg := testConfig("qm")
+	cfg.Partitions[0].Restart.Policy = "on-failure"
+	h := newHarness(t, cfg, nil)
+	h.run()
+	h.waitState("qm", Running)
+	h.rt.kill("qm", 0)
+	st := h.waitState("qm", Inactive)
+	if st.Result != "success" || st.NRestarts != 0 {
+		t.Errorf("clean exit under on-failure: %+v", st)
+	}
+}
+
+func TestTwoPartitionsIndependent(t *testing.T) {
+	rt := newFakeRuntime()
+	rt.exitAtOnce["crash"] = true
+	cfg := testConfig("qm", "crash")
+	cfg.Partitions[1].Exec = []string{"/bin/false"}
+	h := newHarness(t, cfg, rt)
+	h.run()
+	h.waitState("qm", Running)
+	for h.state("crash").State != Failed {
+		h.waitFor("crash progress", func() bool { return h.clk.Pending() > 0 || h.state("crash").State == Failed })
+		if h.state("crash").State != Failed {
+			h.clk.Advance(time.Second)
+		}
+	}
+	if st := h.state("qm"); st.State != Running || st.NRestarts != 0 {
+		t.Errorf("qm affected by the other partition: %+v", st)
+	}
+}
+
+func TestReloadAddsPartitionAndResetsFailed(t *testing.T) {
+	rt := newFakeRuntime()
+	rt.exitAtOnce["qm"] = true
+	cfg := testConfig("qm")
+	cfg.Partitions[0].Restart.StartLimitBurst = 1
+	h := newHarness(t, cfg, rt)
+	h.run()
+	h.waitState("qm", Failed)
+	rt.mu.Lock()
+	rt.exitAtOnce["qm"] = false
+	rt.mu.Unlock()
+	next := testConfig("qm", "ivi")
+	if err := h.sup.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState("qm", Running)
+	h.waitState("ivi", Running)
+}
+
+func TestHealth(t *testing.T) {
+	h := newHarness(t, testConfig("qm"), nil)
+	h.run()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := h.sup.Health(ctx); err != nil {
+		t.Fatalf("healthy supervisor: %v", err)
+	}
+	h.rt.setDown(true)
+	if err := h.sup.Health(ctx); err == nil {
+		t.Fatal("health passed with podman down")
+	}
+}
