@@ -1,8 +1,3 @@
-// Package dbusapi is qmd's D-Bus server on the system bus (bus name
-// org.containers.qmd1): the Manager object, one Partition object per
-// partition, their properties and signals. It is thin: it validates
-// arguments, authorizes callers, delegates to a Backend (the supervisor)
-// and maps errors to D-Bus error names.
 package dbusapi
 
 import "github.com/containers/qmd/internal/incident"

@@ -345,3 +345,71 @@ func BenchmarkGetProperty(b *testing.B) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
+
+// BenchmarkGetPropertyDuringStateChanges: get-property round trips while
+// the partition restarts over and over (PropertiesChanged + StateChanged
+// storm). Reports client p50/p99 and the worst time a PartitionChanged call
+// took: notifications must never wait for the bus.
+func BenchmarkGetPropertyDuringStateChanges(b *testing.B) {
+	testutil.RequireBinaries(b, "dbus-daemon")
+	testutil.RequireRoot(b)
+	bs := startBus(b, false)
+	fb := newFake(nil)
+	srv := bs.serve(b, fb, Options{})
+	listener := bs.connect(b)
+	if err := listener.AddMatchSignal(dbus.WithMatchSender(BusName)); err != nil {
+		b.Fatal(err)
+	}
+	sigs := make(chan *dbus.Signal, 4096)
+	listener.Signal(sigs)
+	go func() {
+		for range sigs {
+		}
+	}()
+	stop := make(chan struct{})
+	notifyDone := make(chan time.Duration)
+	go func() {
+		var worst time.Duration
+		p, _ := fb.Partition("qm")
+		states := [][2]string{{"activating", "restarting"}, {"active", "running"}}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				notifyDone <- worst
+				return
+			default:
+			}
+			st := states[i%2]
+			p.ActiveState, p.SubState, p.NRestarts = st[0], st[1], uint32(i)
+			fb.set(p)
+			start := time.Now()
+			srv.PartitionChanged(p, "restart")
+			if d := time.Since(start); d > worst {
+				worst = d
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	client := bs.connect(b)
+	obj := client.Object(BusName, partQM)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := obj.GetProperty(PartitionInterface + ".SubState"); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	close(stop)
+	worst := <-notifyDone
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) float64 {
+		return float64(lat[int(math.Ceil(p*float64(len(lat))))-1].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(worst.Microseconds())/1000, "notify-max-ms")
+	b.ReportMetric(float64(srv.DroppedSignals()), "dropped-signals")
+}

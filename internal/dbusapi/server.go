@@ -458,13 +458,9 @@ func (s *Server) propertiesMethods(d ifaceDef, get func() (map[string]dbus.Varia
 			return all[prop], nil
 		},
 		"GetAll": func(iface string) (map[string]dbus.Variant, *dbus.Error) {
-			if iface != d.name {
-				// Other interfaces of the object have no properties.
-				if iface == "" {
-					iface = d.name
-				} else {
-					return map[string]dbus.Variant{}, nil
-				}
+			if iface != d.name && iface != "" {
+				// The object's other interfaces have no properties.
+				return map[string]dbus.Variant{}, nil
 			}
 			all, err := get()
 			if err != nil {

@@ -308,3 +308,30 @@ func TestStoreConcurrentAdds(t *testing.T) {
 		}
 	}
 }
+
+// A write failing after a good open (disk gone, file closed under us):
+// the incident is kept in memory, the store reports degraded, IDs go on.
+func TestStoreWriteFailureDegrades(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "i.db"), 10)
+	add(t, s, "qm", Restart)
+	add(t, s, "qm", Restart)
+	s.mu.Lock()
+	s.db.Close() // simulate the database becoming unusable
+	s.mu.Unlock()
+	inc, err := s.Add(Incident{Partition: "qm", Type: OOMKill})
+	if err == nil {
+		t.Fatal("want a persistence error")
+	}
+	if inc.ID != 3 {
+		t.Fatalf("id = %d, want 3", inc.ID)
+	}
+	if d, why := s.Degraded(); !d || !strings.Contains(why, "persist incident") {
+		t.Fatalf("Degraded() = %v, %q", d, why)
+	}
+	if inc := add(t, s, "qm", Stop); inc.ID != 4 {
+		t.Fatalf("id = %d", inc.ID)
+	}
+	if got, _ := s.List("", 0, 0); len(got) < 2 || got[len(got)-1].ID != 4 {
+		t.Fatalf("list = %v", ids(got))
+	}
+}
