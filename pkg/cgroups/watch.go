@@ -363,7 +363,11 @@ func delta(old, cur uint64) uint64 {
 
 // oomKillRetry is how long the v1 watcher re-reads oom_kill after the
 // eventfd fired: the kernel notifies before it picks and kills a victim.
-var oomKillRetry = []time.Duration{time.Millisecond, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond}
+var oomKillRetry = []time.Duration{
+	time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond, 2 * time.Millisecond,
+	2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond,
+}
 
 func (w *Watcher) loop() {
 	defer close(w.done)
