@@ -328,7 +328,7 @@ func TestRealV1OOMEventfd(t *testing.T) {
 	}
 	defer w.Close()
 
-	h := startHog(t, cg, 16, 200)
+	h := startHog(t, cg, 8, 200)
 	start := time.Now()
 	h.stdin.Write([]byte("go\n"))
 	var gotOOM, gotKill time.Duration
