@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Defaults for a Store.
@@ -105,7 +106,7 @@ func (s *Store) open(timeout time.Duration) (err error) {
 	}
 	db, err := bolt.Open(s.path, 0o640, &bolt.Options{Timeout: timeout})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return fmt.Errorf("database is locked by another process: %w", err)
 		}
 		return err
