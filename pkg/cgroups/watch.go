@@ -135,7 +135,7 @@ func (w *Watcher) setup() error {
 	dir := w.primaryDir()
 	mask := uint32(unix.IN_DELETE_SELF | unix.IN_MOVE_SELF)
 	if w.opts.Children {
-		mask |= unix.IN_CREATE | unix.IN_ONLYDIR
+		mask |= unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_ONLYDIR
 	}
 	wd, err := w.n.add(dir, mask)
 	if err != nil {
@@ -162,7 +162,7 @@ func (w *Watcher) setup() error {
 				watched++
 			}
 		}
-		if watched == 0 {
+		if watched == 0 && !w.opts.Children {
 			return fmt.Errorf("none of memory.events, pids.events, cgroup.events in %s: %w", dir, ErrUnsupported)
 		}
 		st, err := w.cg.State()
@@ -259,7 +259,7 @@ func (w *Watcher) addChildren(dir, rel string, report bool) error {
 }
 
 func (w *Watcher) addChild(dir, rel string, report bool) error {
-	wd, err := w.n.add(dir, unix.IN_CREATE|unix.IN_ONLYDIR)
+	wd, err := w.n.add(dir, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_ONLYDIR)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			return nil
@@ -437,7 +437,7 @@ func (w *Watcher) run() error {
 					}
 					continue
 				}
-				if ev.mask&unix.IN_CREATE != 0 && ev.mask&unix.IN_ISDIR != 0 && ev.name != "" {
+				if ev.mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 && ev.mask&unix.IN_ISDIR != 0 && ev.name != "" {
 					parent := w.n.pathOf(ev.wd)
 					if err := w.addChild(filepath.Join(parent, ev.name), path.Join(rel, ev.name), true); err != nil {
 						return err
