@@ -326,6 +326,12 @@ func (a *Auditor) Run(ctx context.Context, opts RunOptions) error {
 			}
 		case <-settle:
 			settle = nil
+			// Notifications that came during the settle delay are covered
+			// by this audit.
+			select {
+			case <-kick:
+			default:
+			}
 			audit()
 		}
 	}
