@@ -106,7 +106,7 @@ type WriteError struct {
 func (e *WriteError) Error() string {
 	msg := fmt.Sprintf("set oom_score_adj of pid %d from %d to %d: %v", e.PID, e.Old, e.New, e.Err)
 	if e.New < e.Old && (errors.Is(e.Err, unix.EACCES) || errors.Is(e.Err, unix.EPERM)) {
-		msg += " (lowering oom_score_adj needs CAP_SYS_RESOURCE)"
+		msg += " (lowering oom_score_adj below the minimum the process inherited needs CAP_SYS_RESOURCE)"
 	}
 	return msg
 }
