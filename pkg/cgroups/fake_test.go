@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -508,13 +507,4 @@ func TestUnitName(t *testing.T) {
 	if !SystemdBooted(run) {
 		t.Error("SystemdBooted false")
 	}
-}
-
-func sortedKinds(evs []Event) []string {
-	var s []string
-	for _, e := range evs {
-		s = append(s, e.Kind.String())
-	}
-	sort.Strings(s)
-	return s
 }
