@@ -47,6 +47,11 @@ type partition struct {
 	exits   chan exited
 	configs chan *config.Partition
 	pings   chan chan struct{}
+	resMsgs chan resourceMsg
+	edits   chan func(*config.Partition)
+
+	// res is the resource policy of the running init (nil when none).
+	res atomic.Pointer[Resources]
 
 	status atomic.Pointer[Status]
 	// ready is closed after the first reconcile (adopt, start or failure).
@@ -63,6 +68,9 @@ type partition struct {
 	retry       clock.Timer // pending (re)start
 	waitCancel  context.CancelFunc
 	waitID      string
+	resCancel   context.CancelFunc
+	resGen      uint64
+	resPid      int
 }
 
 func newPartition(s *Supervisor, cfg *config.Partition) *partition {
@@ -74,6 +82,8 @@ func newPartition(s *Supervisor, cfg *config.Partition) *partition {
 		exits:   make(chan exited, 4),
 		configs: make(chan *config.Partition, 1),
 		pings:   make(chan chan struct{}),
+		resMsgs: make(chan resourceMsg, 64),
+		edits:   make(chan func(*config.Partition), 8),
 		ready:   make(chan struct{}),
 		cfg:     cfg,
 		backoff: backoff.New(cfg.Restart.BackoffInitial.Duration, cfg.Restart.BackoffMax.Duration),
@@ -134,6 +144,12 @@ func (p *partition) run(ctx context.Context) {
 			p.applyConfig(cfg)
 		case reply := <-p.pings:
 			close(reply)
+		case m := <-p.resMsgs:
+			p.handleResource(ctx, m)
+		case edit := <-p.edits:
+			c := *p.cfg
+			edit(&c)
+			p.applyConfig(&c)
 		}
 	}
 }
@@ -220,6 +236,7 @@ func (p *partition) reconcile(ctx context.Context, reason string) {
 			}
 		}
 		p.watch(ctx, c.ID)
+		p.attachResources(ctx)
 		if p.st.State != Running && p.st.State != Throttled && p.st.State != Frozen {
 			p.setState(Running, reason+": container running")
 		} else {
@@ -269,6 +286,101 @@ func (p *partition) stopWait() {
 	if p.waitCancel != nil {
 		p.waitCancel()
 		p.waitCancel, p.waitID = nil, ""
+	}
+	p.detachResources()
+}
+
+// attachResources starts the resource policy for the running init.
+func (p *partition) attachResources(ctx context.Context) {
+	if p.s.newResources == nil || p.st.MainPID <= 0 || (p.resCancel != nil && p.resPid == p.st.MainPID) {
+		return
+	}
+	p.detachResources()
+	p.resPid = p.st.MainPID
+	p.resGen++
+	gen := p.resGen
+	hooks := Hooks{
+		OOMKill:  func(n int) { p.resMsg(resourceMsg{gen: gen, oomKills: n}) },
+		Restart:  func(reason string) { p.resMsg(resourceMsg{gen: gen, restart: reason}) },
+		SetState: func(s State, reason string) { p.resMsg(resourceMsg{gen: gen, state: s, reason: reason}) },
+		Sink:     p.s.sink,
+	}
+	r, err := p.s.newResources(p.cfg, p.st.MainPID, hooks)
+	if err != nil {
+		p.log.Warn("resource policy not applied", zap.Error(err))
+		return
+	}
+	p.res.Store(&r)
+	rctx, cancel := context.WithCancel(ctx)
+	p.resCancel = cancel
+	go func() {
+		if err := r.Run(rctx); err != nil && rctx.Err() == nil {
+			p.log.Warn("resource policy stopped", zap.Error(err))
+		}
+	}()
+	p.refreshUsage()
+}
+
+func (p *partition) detachResources() {
+	if p.resCancel != nil {
+		p.resCancel()
+		p.resCancel = nil
+	}
+	var none Resources
+	p.res.Store(&none)
+}
+
+// refreshUsage copies the policy's view into the status.
+func (p *partition) refreshUsage() {
+	r := p.res.Load()
+	if r == nil || *r == nil {
+		return
+	}
+	u := (*r).Usage()
+	p.st.MemoryCurrent, p.st.MemoryHigh, p.st.MemoryMax = u.MemoryCurrent, u.MemoryHigh, u.MemoryMax
+	if u.CgroupPath != "" {
+		p.st.CgroupPath = u.CgroupPath
+	}
+}
+
+func (p *partition) resMsg(m resourceMsg) {
+	select {
+	case p.resMsgs <- m:
+	default:
+		p.log.Warn("resource report dropped: partition loop busy")
+	}
+}
+
+func (p *partition) handleResource(ctx context.Context, m resourceMsg) {
+	if m.gen != 0 && m.gen != p.resGen {
+		return // from the policy of an earlier init
+	}
+	if m.oomKills > 0 {
+		p.st.NOOMKills += uint32(m.oomKills)
+	}
+	p.refreshUsage()
+	switch {
+	case m.restart != "":
+		if p.st.State == Running || p.st.State == Throttled || p.st.State == Frozen {
+			p.stop(ctx, m.restart)
+			p.wantRunning = true
+			p.start(ctx, m.restart)
+		}
+		return
+	case m.state != "" && (p.st.State == Running || p.st.State == Throttled || p.st.State == Frozen):
+		p.setState(m.state, m.reason)
+		return
+	}
+	p.publish("resource usage", false)
+}
+
+// persist changes the partition's configuration in place (non-runtime
+// D-Bus settings); it lasts until the next reload.
+func (p *partition) persist(f func(*config.Partition)) {
+	select {
+	case p.edits <- f:
+	default:
+		p.log.Warn("configuration edit dropped: partition loop busy")
 	}
 }
 
@@ -413,6 +525,7 @@ func (p *partition) start(ctx context.Context, reason string) {
 	p.st.MainPID, p.st.CgroupPath = c.Pid, c.CgroupPath
 	p.record(incident.Start, "partition started", map[string]string{"pid": strconv.Itoa(c.Pid), "reason": reason})
 	p.watch(ctx, id)
+	p.attachResources(ctx)
 	p.setState(Running, reason)
 }
 

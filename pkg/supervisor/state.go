@@ -47,7 +47,9 @@ type Status struct {
 	MainPID     int
 	CgroupPath  string
 	NRestarts   uint32
-	NOOMKills   uint32
+	// Memory as the resource policy last read it (0 = unknown).
+	MemoryCurrent, MemoryHigh, MemoryMax uint64
+	NOOMKills                            uint32
 	// Drift is set when the running container was created from another
 	// configuration; it is recreated at its next restart.
 	Drift       bool

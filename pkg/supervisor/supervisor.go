@@ -30,6 +30,9 @@ type Options struct {
 	Log     *zap.Logger
 	Clock   clock.Clock
 	Rand    func() float64
+	// Resources builds the resource policy of a running partition; nil
+	// means none (resource methods then fail with ErrNoResourcePolicy).
+	Resources ResourceFactory
 	// Reconnect bounds the delays between reconnection attempts.
 	ReconnectInitial, ReconnectMax time.Duration
 }
@@ -42,6 +45,8 @@ type Supervisor struct {
 	clock clock.Clock
 	rand  func() float64
 	recon *backoff.Backoff
+
+	newResources ResourceFactory
 
 	podmanUp atomic.Bool
 
@@ -78,6 +83,7 @@ func New(cfg *config.Config, o Options) *Supervisor {
 	s := &Supervisor{
 		rt: o.Runtime, sink: o.Sink, log: o.Log, clock: o.Clock, rand: o.Rand,
 		cfg: cfg, partitions: map[string]*partition{}, ready: make(chan struct{}),
+		newResources: o.Resources,
 	}
 	s.recon = backoff.New(o.ReconnectInitial, o.ReconnectMax)
 	if o.Rand != nil {

@@ -1,0 +1,84 @@
+# qmd — QM partition supervisor. `make help` lists the targets.
+
+GO        ?= go
+PREFIX    ?= /usr
+DESTDIR   ?=
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The Podman bindings need these tags (HOST-FACTS.md): "remote" selects the
+# API client, containers_image_openpgp avoids the gpgme C library, and the
+# graphdriver exclusions keep cgo builds (the race detector) free of btrfs headers.
+TAGS      := remote,containers_image_openpgp,exclude_graphdriver_btrfs,exclude_graphdriver_devicemapper
+LDFLAGS   := -s -w -X github.com/containers/qmd/internal/daemon.Version=$(VERSION)
+BIN       := bin/qmd
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build test unit integration bench lint fmt install uninstall demo deps clean help
+
+all: build
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/qmd (static)
+	@echo "==> build $(BIN) ($(VERSION))"
+	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/qmd
+
+deps: ## install the Debian packages the demo and the tests need (root)
+	@bash scripts/install-deps.sh
+
+test: deps build ## install what is needed, then run unit and integration tests (root)
+	@echo "==> unit and integration tests (QMD_INTEGRATION=1: real Podman, dbus-daemon, cgroups)"
+	QMD_INTEGRATION=1 QMD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags $(TAGS) -race -count=1 -timeout 25m ./...
+
+unit: ## unit tests only (no root, no services)
+	$(GO) test -tags $(TAGS) -short -count=1 ./...
+
+integration: deps build ## only the integration tests against a real Podman service
+	QMD_INTEGRATION=1 QMD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags $(TAGS) -count=1 -v -timeout 20m ./test/integration/...
+
+bench: deps build ## run the benchmarks and print their numbers
+	QMD_INTEGRATION=1 QMD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./test/bench/... 
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -count 1 ./internal/dbusapi/... ./internal/logging/... ./pkg/...
+
+lint: ## gofmt, go vet, staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet -tags $(TAGS) ./...
+	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	$$($(GO) env GOPATH)/bin/staticcheck -tags $(TAGS) ./...
+
+fmt: ## format the code
+	gofmt -w $$(git ls-files '*.go')
+
+install: build ## install qmd, its unit, config, D-Bus files (DESTDIR, PREFIX)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/qmd
+	install -D -m 0644 systemd/qmd.service $(DESTDIR)$(UNITDIR)/qmd.service
+	sed -i 's|/usr/bin/qmd|$(PREFIX)/bin/qmd|' $(DESTDIR)$(UNITDIR)/qmd.service
+	install -D -m 0644 configs/qmd.toml $(DESTDIR)$(PREFIX)/share/qmd/qmd.toml
+	install -D -m 0644 configs/seccomp-no-rt.json $(DESTDIR)$(PREFIX)/share/qmd/seccomp-no-rt.json
+	install -D -m 0644 configs/containers.conf $(DESTDIR)$(PREFIX)/share/qmd/containers.conf
+	install -D -m 0644 systemd/org.containers.qmd1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.containers.qmd1.conf
+	install -D -m 0644 systemd/org.containers.qmd1.Manager.xml $(DESTDIR)$(PREFIX)/share/dbus-1/interfaces/org.containers.qmd1.Manager.xml
+	install -D -m 0644 systemd/org.containers.qmd1.Partition.xml $(DESTDIR)$(PREFIX)/share/dbus-1/interfaces/org.containers.qmd1.Partition.xml
+	install -D -m 0644 systemd/qmd-sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/qmd.conf
+	install -D -m 0644 systemd/qmd-tmpfiles.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/qmd.conf
+	install -D -m 0644 systemd/qmd.catalog $(DESTDIR)$(PREFIX)/lib/systemd/catalog/qmd.catalog
+	install -d -m 0755 $(DESTDIR)/etc/qmd/qmd.toml.d
+
+uninstall: ## remove what install put in place
+	rm -f $(DESTDIR)$(PREFIX)/bin/qmd $(DESTDIR)$(UNITDIR)/qmd.service \
+	  $(DESTDIR)$(PREFIX)/share/qmd/qmd.toml $(DESTDIR)$(PREFIX)/share/qmd/seccomp-no-rt.json \
+	  $(DESTDIR)$(PREFIX)/share/qmd/containers.conf \
+	  $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.containers.qmd1.conf \
+	  $(DESTDIR)$(PREFIX)/share/dbus-1/interfaces/org.containers.qmd1.*.xml \
+	  $(DESTDIR)$(PREFIX)/lib/sysusers.d/qmd.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/qmd.conf \
+	  $(DESTDIR)$(PREFIX)/lib/systemd/catalog/qmd.catalog
+
+demo: deps build ## run qmd in the foreground on a demo partition it creates (root)
+	bash scripts/demo.sh
+
+clean: ## remove build output
+	rm -rf bin build
+
+include test/e2e/e2e.mk
