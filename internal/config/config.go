@@ -4,6 +4,10 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
 	"time"
 )
 
@@ -242,4 +246,37 @@ func (p *Partition) ContainerNameOrDefault() string {
 		return p.ContainerName
 	}
 	return p.Name
+}
+
+// CreateHash fingerprints the settings that are fixed when the container
+// is created. A running container whose label differs was created from
+// another configuration: qmd keeps it and recreates it at the next restart.
+// Settings qmd applies live (memory, CPU, pids, oom_score_adj) are not in it.
+func (p *Partition) CreateHash() string {
+	h := sha256.New()
+	w := func(k string, v any) { fmt.Fprintf(h, "%s=%#v\n", k, v) }
+	w("name", p.ContainerNameOrDefault())
+	w("rootfs", p.Rootfs)
+	w("exec", p.Exec)
+	w("network", p.Network)
+	w("volumes", p.Volumes)
+	w("read_only", p.ReadOnly)
+	w("read_only_tmpfs", p.ReadOnlyTmpfs)
+	w("cap_drop", p.CapDrop)
+	w("devices", p.Devices)
+	w("sysctl", sortedPairs(p.Sysctl))
+	w("seccomp", p.Seccomp)
+	w("rlimits", sortedPairs(p.Rlimits))
+	w("env", sortedPairs(p.Env))
+	w("hostname", p.Hostname)
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func sortedPairs(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
 }
