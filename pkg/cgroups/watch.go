@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -80,6 +81,10 @@ type WatchOptions struct {
 // cgroup.event_control, plus inotify on pids.events where present; both:
 // inotify on the cgroup directory (removal, and child creation with
 // WatchOptions.Children).
+//
+// The v1 pids controller counts refused forks in pids.events but does not
+// notify (measured on 6.18): on v1 call Resync from the slow resync tick
+// to pick up EventPidsMax.
 type Watcher struct {
 	cg   *Cgroup
 	opts WatchOptions
@@ -89,7 +94,8 @@ type Watcher struct {
 	done chan struct{}
 	once sync.Once
 
-	err error // set before done is closed
+	err  error // set before done is closed
+	poke atomic.Bool
 
 	dirWd        int32
 	files        map[int32]string // wd -> file base name
@@ -299,6 +305,14 @@ func (w *Watcher) readCounters(name string) (map[string]uint64, error) {
 	return w.cg.readKeyed(ctrl, name)
 }
 
+// Resync asks the watcher to re-read every counter now and emit what
+// grew, for counters the kernel does not notify (v1 pids.events). It does
+// not block.
+func (w *Watcher) Resync() {
+	w.poke.Store(true)
+	w.n.Wake()
+}
+
 // Events delivers the notifications; it is closed when the watcher ends.
 func (w *Watcher) Events() <-chan Event { return w.ch }
 
@@ -402,6 +416,16 @@ func (w *Watcher) run() error {
 		default:
 		}
 		dirty := map[string]bool{}
+		if w.poke.Swap(false) {
+			for _, name := range w.files {
+				dirty[name] = true
+			}
+			if w.hasOOMKillV1 && retry < 0 {
+				if _, err := w.checkOOMKillV1(); err != nil {
+					return err
+				}
+			}
+		}
 		for _, ev := range res.inotify {
 			if ev.mask&unix.IN_Q_OVERFLOW != 0 {
 				for _, name := range w.files {

@@ -261,7 +261,9 @@ func TestWatchV1Fake(t *testing.T) {
 	}
 }
 
-func signalEventfd(t *testing.T, fd int) {
+func signalEventfd(t *testing.T, fd int) { signalEventfdB(t, fd) }
+
+func signalEventfdB(t testing.TB, fd int) {
 	t.Helper()
 	var b [8]byte
 	binary.NativeEndian.PutUint64(b[:], 1)
