@@ -490,13 +490,26 @@ func TestUnitName(t *testing.T) {
 	for in, want := range map[string]string{
 		"/machine.slice/libpod-abc.scope":      "libpod-abc.scope",
 		"/system.slice/qm.service":             "qm.service",
+		"qm.service":                           "qm.service",
 		"/machine.slice/libpod-abc.scope/init": "",
 		"/libpod_parent/libpod-abc":            "",
 		"/":                                    "",
 		"/.scope":                              "",
+		"/machine.slice":                       "",
 	} {
 		if got := UnitName(in); got != want {
 			t.Errorf("UnitName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string][2]string{
+		"/machine.slice/libpod-qm.scope/container/machine.slice/libpod-n.scope": {"libpod-qm.scope", "/machine.slice/libpod-qm.scope"},
+		"/a.slice/a-b.slice/x.service/y":                                        {"x.service", "/a.slice/a-b.slice/x.service"},
+		"/libpod_parent/libpod-abc":                                             {"", ""},
+		"/user.slice/weird/x.scope":                                             {"", ""},
+	} {
+		u, p := OwningUnit(in)
+		if u != want[0] || p != want[1] {
+			t.Errorf("OwningUnit(%q) = %q %q, want %q", in, u, p, want)
 		}
 	}
 	if SystemdBooted(t.TempDir()) {

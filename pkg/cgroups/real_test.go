@@ -61,6 +61,9 @@ func runHog() {
 // and cpu hierarchies. It skips unless root on a cgroup v1 host.
 func realV1(t testing.TB) (*Hierarchy, *Cgroup) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("real cgroups: skipped with -short")
+	}
 	testutil.RequireRoot(t)
 	if !fileExists("/sys/fs/cgroup/memory/memory.limit_in_bytes") {
 		if testutil.Integration() && fileExists("/sys/fs/cgroup/cgroup.controllers") {

@@ -33,16 +33,41 @@ type UnitPropertySetter interface {
 
 var _ UnitPropertySetter = (*sddbus.Conn)(nil)
 
-// UnitName is the systemd unit owning a cgroup path: its last element when
-// that is a scope or service (Podman's libpod-<id>.scope), "" otherwise.
+// UnitName is the host systemd unit whose own cgroup is cgroupPath: the
+// last element when it is a scope or service (Podman's libpod-<id>.scope)
+// and every element before it is a slice. "" otherwise, e.g. for cgroups
+// below a unit (delegated to the container: the partition's own systemd
+// manages them, not the host's).
 func UnitName(cgroupPath string) string {
-	base := path.Base(cgroupPath)
-	for _, suf := range []string{".scope", ".service"} {
-		if strings.HasSuffix(base, suf) && len(base) > len(suf) {
-			return base
-		}
+	unit, p := OwningUnit(cgroupPath)
+	if p != path.Clean("/"+cgroupPath) {
+		return ""
 	}
-	return ""
+	return unit
+}
+
+// OwningUnit finds the host systemd unit a cgroup belongs to: the first
+// scope or service element whose ancestors are all slices. It returns the
+// unit and its cgroup path, or "" and "" when there is none (cgroupfs
+// manager paths such as /libpod_parent/libpod-<id>).
+func OwningUnit(cgroupPath string) (unit, unitPath string) {
+	p := path.Clean("/" + cgroupPath)
+	if p == "/" {
+		return "", ""
+	}
+	cur := ""
+	for _, el := range strings.Split(p[1:], "/") {
+		cur += "/" + el
+		switch {
+		case strings.HasSuffix(el, ".slice") && len(el) > len(".slice"):
+			continue
+		case (strings.HasSuffix(el, ".scope") && len(el) > len(".scope")) ||
+			(strings.HasSuffix(el, ".service") && len(el) > len(".service")):
+			return el, cur
+		}
+		return "", ""
+	}
+	return "", ""
 }
 
 // SystemdBooted reports whether the host runs systemd as init (sd_booted:
@@ -56,14 +81,13 @@ func SystemdBooted(runDir string) bool {
 }
 
 // ChooseSetter picks how to apply limits to cg: through systemd when the
-// host is systemd-managed, a unit setter is given and the cgroup is a unit
-// of its own (a .scope or .service, the last path element) whose parent is
-// a slice; direct cgroupfs otherwise (no systemd, cgroupfs cgroup manager,
-// or a cgroup inside the partition that the partition's own systemd owns).
+// host is systemd-managed, a unit setter is given and cg is a host unit's
+// own cgroup (see UnitName: Podman's machine.slice/libpod-<id>.scope), so
+// systemd keeps the values; direct cgroupfs otherwise (no systemd, the
+// cgroupfs cgroup manager, or a cgroup below a unit, which is delegated
+// and never rewritten by the host's systemd).
 func ChooseSetter(cg *Cgroup, sd UnitPropertySetter, systemdBooted bool) LimitSetter {
-	unit := UnitName(cg.Path())
-	parent := path.Base(path.Dir(cg.Path()))
-	if sd != nil && systemdBooted && unit != "" && strings.HasSuffix(parent, ".slice") {
+	if unit := UnitName(cg.Path()); sd != nil && systemdBooted && unit != "" {
 		return &SystemdSetter{Conn: sd, Unit: unit}
 	}
 	return CgroupfsSetter{Cgroup: cg}

@@ -38,6 +38,9 @@ func haveCap(c uint) bool {
 // realMemCgroup makes /sys/fs/cgroup/memory/qmdtest-oom-<random> (v1).
 func realMemCgroup(t *testing.T) (*cgroups.Hierarchy, string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("real cgroups: skipped with -short")
+	}
 	testutil.RequireRoot(t)
 	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
 		t.Skip("no cgroup v1 memory controller (the v2 VM tests cover v2)")
