@@ -279,6 +279,7 @@ func TestAddressFlag(t *testing.T) {
 func TestIncidents(t *testing.T) {
 	b := startBus(t)
 	fb := newFake()
+	fb.store = incident.NewMemory(5000)
 	for i := 1; i <= 30; i++ {
 		p := "qm"
 		if i%3 == 0 {
@@ -334,6 +335,27 @@ func TestIncidents(t *testing.T) {
 	if strings.TrimSpace(out) != "[]" {
 		t.Errorf("no incidents: %q", out)
 	}
+
+	// The last incidents of a partition far behind the newest ones (the
+	// search window grows), and more than one ListIncidents page.
+	for i := 31; i <= 1330; i++ {
+		fb.add(t, "broken", incident.Restart, fmt.Sprintf("event %d", i))
+	}
+	code, out, _ = b.run(t, "incidents", "qm", "-n", "2")
+	wantCode(t, code, ExitOK)
+	if got := ids(out); !slices.Equal(got, []string{"28", "29"}) {
+		t.Errorf("last 2 of qm: %v", got)
+	}
+	code, out, _ = b.run(t, "incidents", "-n", "3")
+	wantCode(t, code, ExitOK)
+	if got := ids(out); !slices.Equal(got, []string{"1328", "1329", "1330"}) {
+		t.Errorf("last 3: %v", got)
+	}
+	code, out, _ = b.run(t, "incidents", "--json", "--after", "0", "broken")
+	wantCode(t, code, ExitOK)
+	if err := json.Unmarshal([]byte(out), &incs); err != nil || len(incs) != 10+1300 || incs[len(incs)-1].ID != 1330 {
+		t.Errorf("all of broken: %d, %v", len(incs), err)
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a poller.
@@ -366,7 +388,7 @@ func waitFor(t *testing.T, buf *syncBuffer, sub string) {
 }
 
 func TestIncidentsFollow(t *testing.T) {
-	followPoll = time.Hour // only signals may deliver new incidents
+	setFollowPoll(t, time.Hour) // only signals may deliver new incidents
 	b := startBus(t)
 	fb := newFake()
 	for i := 1; i <= 12; i++ {
@@ -437,4 +459,70 @@ func TestHelp(t *testing.T) {
 	wantCode(t, code, ExitOK)
 	wantContains(t, "help", out, "qmd status [PARTITION]", "qmd set-memory-high PARTITION SIZE", "6  qmd is not running")
 	wantContains(t, "Usage", Usage(), "5  access denied")
+}
+
+// TestIncidentsFollowAcrossRestart: incidents recorded while qmd was down
+// are printed when it comes back (its bus name reappears), without an
+// IncidentNew signal.
+func TestIncidentsFollowAcrossRestart(t *testing.T) {
+	setFollowPoll(t, time.Hour)
+	b := startBus(t)
+	fb := newFake()
+	fb.add(t, "qm", incident.Start, "first")
+	srv := b.serve(t, fb, dbusapi.Options{})
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", b.addr)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- Run(ctx, []string{"incidents", "-f"}, &out, &errb) }()
+	waitFor(t, &out, "first")
+
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fb.add(t, "qm", incident.Stop, "while qmd was down")
+	srv2 := b.serve(t, fb, dbusapi.Options{})
+	waitFor(t, &out, "while qmd was down")
+
+	// The new instance's signals reach the follower too.
+	srv2.IncidentAdded(fb.add(t, "qm", incident.Start, "after the restart"))
+	waitFor(t, &out, "after the restart")
+	cancel()
+	select {
+	case c := <-done:
+		wantCode(t, c, ExitOK)
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not stop")
+	}
+	if strings.Count(out.String(), "first") != 1 {
+		t.Errorf("printed twice:\n%s", out.String())
+	}
+}
+
+func setFollowPoll(t *testing.T, d time.Duration) {
+	old := followPoll
+	followPoll = d
+	t.Cleanup(func() { followPoll = old })
+}
+
+// TestIncidentsFollowPoll: without signals (e.g. dropped by a full queue)
+// the follower still catches up by polling.
+func TestIncidentsFollowPoll(t *testing.T) {
+	setFollowPoll(t, 50*time.Millisecond)
+	b := startBus(t)
+	fb := newFake()
+	b.serve(t, fb, dbusapi.Options{})
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", b.addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- Run(ctx, []string{"incidents", "--follow", "--after", "0"}, &out, &errb) }()
+	waitFor(t, &out, "SUMMARY")
+	fb.add(t, "qm", incident.Freeze, "no signal for this one") // no IncidentAdded
+	waitFor(t, &out, "no signal for this one")
+	cancel()
+	wantCode(t, <-done, ExitOK)
 }
