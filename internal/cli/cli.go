@@ -18,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/containers/qmd/internal/daemon"
+	"github.com/containers/qmd/pkg/policy"
 )
 
 const usage = `Usage: qmd [--config FILE]... [--log-level LEVEL]     run the daemon (foreground)
@@ -26,8 +27,6 @@ const usage = `Usage: qmd [--config FILE]... [--log-level LEVEL]     run the dae
 %s
 Configuration: /usr/share/qmd/qmd.toml, /etc/qmd/qmd.toml, /etc/qmd/qmd.toml.d/*.toml
 (in that order); --config replaces that search. See the README.
-
-Exit codes: 0 success, 1 failure, 2 usage error.
 `
 
 // Main runs qmd with args (without the program name) and returns the exit code.
@@ -76,7 +75,7 @@ func runDaemon(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err := daemon.Run(ctx, daemon.Options{ConfigFiles: files, LogLevel: *level})
+	err := daemon.Run(ctx, daemon.Options{ConfigFiles: files, LogLevel: *level, Resources: policy.Factory})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintf(stderr, "qmd: %v\n", err)
 		return 1

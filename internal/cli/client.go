@@ -3,15 +3,22 @@
 package cli
 
 import (
-	"fmt"
+	"context"
 	"io"
+	"os/signal"
+	"slices"
+	"syscall"
+
+	"github.com/containers/qmd/internal/ctl"
 )
 
-func isClientCommand(string) bool { return false }
+func isClientCommand(name string) bool { return slices.Contains(ctl.Commands(), name) }
 
-func clientUsage() string { return "" }
+func clientUsage() string { return "\n" + ctl.Usage() }
 
-func runClient(args []string, _, stderr io.Writer) int {
-	fmt.Fprintf(stderr, "qmd: %s: client commands are not built in\n", args[0])
-	return 1
+// runClient runs a D-Bus client command; Ctrl-C ends --follow cleanly.
+func runClient(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return ctl.Run(ctx, args, stdout, stderr)
 }

@@ -283,3 +283,9 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestMaxWithDefaultHighIsValid(t *testing.T) {
+	if _, err := Parse("x.toml", []byte("[[partition]]\nname = \"qm\"\n[partition.memory]\nmax = \"64M\"\n")); err != nil {
+		t.Fatalf("memory.max alone (high stays infinity) rejected: %v", err)
+	}
+}

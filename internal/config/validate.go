@@ -227,7 +227,7 @@ func (v *validator) partition(pre string, p *Partition) {
 	if m.Max.Set && !m.Max.IsInfinity() && m.Max.Percent == 0 && m.Max.Bytes < 4<<20 {
 		v.fail(pre+".memory.max", "%s: below 4M no partition can start", m.Max)
 	}
-	if m.High.Set && m.Max.Set && m.High.Percent == 0 && m.Max.Percent == 0 && m.High.Bytes > m.Max.Bytes {
+	if m.High.Set && m.Max.Set && !m.High.IsInfinity() && m.High.Percent == 0 && m.Max.Percent == 0 && m.High.Bytes > m.Max.Bytes {
 		v.fail(pre+".memory.high", "%s is above memory.max %s", m.High, m.Max)
 	}
 	if w := p.CPU.Weight; w != "" && w != "idle" {

@@ -589,7 +589,7 @@ func (s *Server) partitionMethods(name string) map[string]any {
 				if err != nil {
 					return err
 				}
-				if info.MemoryMax != math.MaxUint64 && bytes > info.MemoryMax {
+				if bytes != math.MaxUint64 && info.MemoryMax != math.MaxUint64 && bytes > info.MemoryMax {
 					return apierr.InvalidArgs("memory.high %s is above memory.max %s of partition %s; raise MemoryMax first",
 						formatBytes(bytes), formatBytes(info.MemoryMax), name)
 				}

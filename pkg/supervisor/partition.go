@@ -101,6 +101,17 @@ func newPartition(s *Supervisor, cfg *config.Partition) *partition {
 // Status returns the latest snapshot.
 func (p *partition) Status() Status { return *p.status.Load() }
 
+// liveStatus is the snapshot with memory usage read now (cgroup reads are
+// cheap; MemoryCurrent changes all the time and is never pushed).
+func (p *partition) liveStatus() Status {
+	st := p.Status()
+	if r := p.res.Load(); r != nil && *r != nil {
+		u := (*r).Usage()
+		st.MemoryCurrent, st.MemoryHigh, st.MemoryMax = u.MemoryCurrent, u.MemoryHigh, u.MemoryMax
+	}
+	return st
+}
+
 func (p *partition) markReady() { p.readyOnce.Do(func() { close(p.ready) }) }
 
 // send queues a command without blocking the caller (D-Bus handlers must

@@ -284,7 +284,7 @@ func (s *Supervisor) Statuses() []Status {
 	defer s.mu.RUnlock()
 	var out []Status
 	for _, p := range s.sortedLocked() {
-		out = append(out, p.Status())
+		out = append(out, p.liveStatus())
 	}
 	return out
 }
@@ -295,7 +295,7 @@ func (s *Supervisor) Status(name string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return p.Status(), nil
+	return p.liveStatus(), nil
 }
 
 // Config returns the partition's current configuration (a copy).

@@ -1,0 +1,305 @@
+// Package policy is the resource policy of a running partition: it applies
+// the memory, CPU and PIDs limits to the partition's cgroup, enforces the
+// oom_score_adj policy (pkg/oom), and reacts to misbehaviour reported by
+// the kernel (pkg/cgroups notifications and PSI triggers):
+//
+//	OOM kill inside the partition  -> incident naming the victim, NOOMKills
+//	host / ASIL memory pressure    -> memory.high lowered stepwise, restored with hysteresis
+//	partition stalled (full PSI)   -> freeze then restart, or restart
+//	ASIL CPU pressure              -> cpu.max quota on the partition, lifted later
+//	pids.max reached (fork bomb)   -> incident; restart after N in a window
+//
+// The supervisor makes one Controller per start of the partition's init
+// (supervisor.ResourceFactory) and cancels it when the init is gone.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"go.uber.org/zap"
+
+	"github.com/containers/qmd/internal/apierr"
+	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/pkg/cgroups"
+	"github.com/containers/qmd/pkg/oom"
+	"github.com/containers/qmd/pkg/supervisor"
+)
+
+// Host is what every partition's controller shares: the cgroup hierarchy,
+// the systemd connection (when systemd manages the host) and host facts.
+type Host struct {
+	Hier      *cgroups.Hierarchy
+	ProcRoot  string
+	Systemd   cgroups.UnitPropertySetter // nil without systemd
+	Booted    bool                       // systemd is PID 1
+	MemTotal  uint64
+	PidMax    uint64
+	Protected []config.Protect
+	DryRun    bool
+	Resync    time.Duration
+	Log       *zap.Logger
+	// HostPressure is the PSI file watched for host memory pressure.
+	HostPressure string
+}
+
+// Factory builds the supervisor's ResourceFactory on the real host. When
+// the host offers no usable cgroup hierarchy it logs why and returns nil
+// (qmd then supervises without a resource policy).
+func Factory(cfg *config.Config, log *zap.Logger) supervisor.ResourceFactory {
+	hier, err := cgroups.NewHierarchy(cgroups.DefaultRoot)
+	if err != nil {
+		log.Error("no cgroup hierarchy; running without resource policy", zap.Error(err))
+		return nil
+	}
+	h := &Host{
+		Hier: hier, ProcRoot: "/proc", Booted: cgroups.SystemdBooted("/run/systemd/system"),
+		MemTotal: memTotal(), PidMax: readUint("/proc/sys/kernel/pid_max"),
+		Protected: cfg.Protect, DryRun: cfg.Policy.DryRun, Resync: cfg.Policy.Resync.Duration,
+		Log: log, HostPressure: "/proc/pressure/memory",
+	}
+	if h.Booted {
+		conn, err := sddbus.NewSystemConnectionContext(context.Background())
+		if err != nil {
+			log.Warn("systemd's D-Bus API not reachable; limits are written to cgroupfs directly", zap.Error(err))
+		} else {
+			h.Systemd = conn
+		}
+	}
+	log.Info("resource policy", zap.Int("cgroup_version", int(hier.Version)), zap.Bool("systemd", h.Systemd != nil),
+		zap.Bool("dry_run", h.DryRun))
+	return h.New
+}
+
+// Controller is one running partition's resource policy.
+type Controller struct {
+	h      *Host
+	cfg    config.Partition
+	pid    int
+	cg     *cgroups.Cgroup
+	setter cgroups.LimitSetter
+	hooks  supervisor.Hooks
+	log    *zap.Logger
+	audit  *oom.Auditor
+
+	mu       sync.Mutex
+	thr      *throttle
+	cpuLimit bool
+	forks    []time.Time
+}
+
+var _ supervisor.Resources = (*Controller)(nil)
+
+// New finds the partition's cgroup from its init and applies the limits.
+func (h *Host) New(p *config.Partition, pid int, hooks supervisor.Hooks) (supervisor.Resources, error) {
+	cg, err := h.Hier.ForPID(h.ProcRoot, pid)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup of partition %s (pid %d): %w", p.Name, pid, err)
+	}
+	c := &Controller{
+		h: h, cfg: *p, pid: pid, cg: cg, hooks: hooks,
+		setter: cgroups.ChooseSetter(cg, h.Systemd, h.Booted),
+		log:    h.Log.With(zap.String("partition", p.Name)),
+	}
+	step, floor := p.Pressure.Step.Resolve(h.MemTotal), p.Pressure.Floor.Resolve(h.MemTotal)
+	c.thr = newThrottle(c.configuredHigh(), step, floor, p.Pressure.RestoreAfter.Duration)
+	pol := oom.DefaultPolicy()
+	pol.PartitionScore, pol.NestedScore = p.OOMScoreAdj, p.NestedOOMScoreAdj
+	for _, pr := range h.Protected {
+		pol.Protected = append(pol.Protected, oom.Protected{Unit: pr.Unit, Cgroup: pr.Cgroup, Score: pr.OOMScoreAdj})
+	}
+	c.audit = &oom.Auditor{
+		Policy: pol, ProcRoot: h.ProcRoot, Lister: h.Hier, Sink: hooks.Sink, DryRun: h.DryRun,
+		Partition: func() (oom.Target, bool) {
+			return oom.Target{Name: p.Name, Cgroup: cg.Path(), InitPID: pid}, true
+		},
+	}
+	c.applyLimits()
+	return c, nil
+}
+
+func (c *Controller) configuredHigh() uint64 {
+	if !c.cfg.Memory.High.Set {
+		return infinity
+	}
+	return c.cfg.Memory.High.Resolve(c.h.MemTotal)
+}
+
+func (c *Controller) record(t incident.Type, summary string, details map[string]string) {
+	if c.h.DryRun {
+		if details == nil {
+			details = map[string]string{}
+		}
+		details["dry_run"] = "true"
+		summary = "dry run: " + summary
+	}
+	if c.hooks.Sink != nil {
+		c.hooks.Sink.Record(incident.Incident{Partition: c.cfg.Name, Type: t, Summary: summary, Details: details})
+	}
+}
+
+// applyLimits writes the configured limits. What the host cannot do is
+// reported once (incident policy-limit) and the rest is applied.
+func (c *Controller) applyLimits() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var unsupported []string
+	try := func(what string, err error) {
+		switch {
+		case err == nil:
+		case errors.Is(err, cgroups.ErrUnsupported):
+			unsupported = append(unsupported, what)
+		default:
+			c.log.Warn("limit not applied", zap.String("limit", what), zap.Error(err))
+		}
+	}
+	if c.h.DryRun {
+		c.log.Info("dry run: limits not applied")
+		return
+	}
+	m := c.cfg.Memory
+	if m.Max.Set {
+		try("memory.max", c.setter.SetMemoryMax(ctx, m.Max.Resolve(c.h.MemTotal)))
+	}
+	if m.High.Set && (!m.High.IsInfinity() || c.cg.Version() == cgroups.V2) {
+		try("memory.high", c.setter.SetMemoryHigh(ctx, m.High.Resolve(c.h.MemTotal)))
+	}
+	if m.SwapMax.Set && !(m.Max.IsInfinity() && c.cg.Version() == cgroups.V1) {
+		try("memory.swap.max", c.setter.SetMemorySwapMax(ctx, m.SwapMax.Resolve(c.h.MemTotal)))
+	}
+	if w := c.cfg.CPU.Weight; w == "idle" {
+		if err := c.cg.SetCPUIdle(true); err != nil {
+			// cpu.idle needs Linux 5.15 and cgroup v2: fall back to the
+			// lowest weight.
+			try("cpu.weight", c.setter.SetCPUWeight(ctx, 1))
+		}
+	} else if n, err := strconv.ParseUint(w, 10, 64); err == nil {
+		try("cpu.weight", c.setter.SetCPUWeight(ctx, n))
+	}
+	if count, pct, err := config.ParsePidsMax(c.cfg.Pids.Max); err == nil {
+		if pct > 0 {
+			count = uint64(float64(c.h.PidMax) * pct / 100)
+		}
+		if count > 0 {
+			try("pids.max", c.setter.SetPidsMax(ctx, count))
+		}
+	}
+	if len(unsupported) > 0 {
+		c.log.Warn("limits without an equivalent on this cgroup version", zap.Strings("limits", unsupported),
+			zap.Int("cgroup_version", int(c.cg.Version())))
+		c.record(incident.PolicyLimit, fmt.Sprintf("cgroup v%d has no %v; applied what exists", c.cg.Version(), unsupported),
+			map[string]string{"unsupported": fmt.Sprint(unsupported), "via": c.setter.Via()})
+	}
+}
+
+// Usage reads memory.current/high/max.
+func (c *Controller) Usage() supervisor.Usage {
+	u := supervisor.Usage{CgroupPath: c.cg.Path()}
+	u.MemoryCurrent, _ = c.cg.MemoryCurrent()
+	u.MemoryMax, _ = c.cg.MemoryMax()
+	if v, err := c.cg.MemoryHigh(); err == nil {
+		u.MemoryHigh = v
+	} else {
+		u.MemoryHigh = infinity
+	}
+	return u
+}
+
+// SetMemoryHigh sets memory.high (the operator's new baseline).
+func (c *Controller) SetMemoryHigh(v uint64) error {
+	if max, err := c.cg.MemoryMax(); err == nil && v != infinity && v > max {
+		return apierr.InvalidArgs("memory.high %d is above memory.max %d", v, max)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.setter.SetMemoryHigh(ctx, v); err != nil {
+		if errors.Is(err, cgroups.ErrUnsupported) {
+			return fmt.Errorf("memory.high is not available on cgroup v1 (this host): %w", err)
+		}
+		return err
+	}
+	c.mu.Lock()
+	c.cfg.Memory.High = config.Size{Bytes: v, Set: true}
+	c.thr.reconfigure(v)
+	c.mu.Unlock()
+	c.hooks.SetState(supervisor.Running, "memory.high set")
+	return nil
+}
+
+// SetMemoryMax sets memory.max.
+func (c *Controller) SetMemoryMax(v uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.setter.SetMemoryMax(ctx, v); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.cfg.Memory.Max = config.Size{Bytes: v, Set: true}
+	c.mu.Unlock()
+	c.hooks.SetState(supervisor.Running, "memory.max set")
+	return nil
+}
+
+// SetOOMScoreAdj changes the partition's score and audits at once.
+func (c *Controller) SetOOMScoreAdj(v int) error {
+	if err := oom.ValidateScore(v); err != nil {
+		return apierr.InvalidArgs("%v", err)
+	}
+	c.audit.Policy.PartitionScore = v
+	if c.audit.Policy.NestedScore < v {
+		c.audit.Policy.NestedScore = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.audit.Audit(ctx)
+	return err
+}
+
+// Freeze freezes the cgroup and waits until the kernel confirms.
+func (c *Controller) Freeze(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.cg.Freeze(ctx)
+}
+
+// Thaw thaws the cgroup.
+func (c *Controller) Thaw(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return c.cg.Thaw(ctx)
+}
+
+func memTotal() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kb uint64
+	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err != nil {
+		return 0
+	}
+	return kb * 1024
+}
+
+func readUint(path string) uint64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(string(trimSpace(b)), 10, 64)
+	return n
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
