@@ -230,7 +230,8 @@ func TestValidationAndErrorMapping(t *testing.T) {
 	}{
 		{"qm", "SetMemoryHigh", []any{uint64(0), true}, ErrorInvalidArgs, "memory.high must be > 0"},
 		{"qm", "SetMemoryHigh", []any{uint64(3 << 30), true}, ErrorInvalidArgs, "above memory.max"},
-		{"qm", "SetMemoryHigh", []any{uint64(math.MaxUint64), true}, ErrorInvalidArgs, "above memory.max"},
+		// infinity (no throttling) is always allowed, also below a finite memory.max
+		{"qm", "SetMemoryHigh", []any{uint64(math.MaxUint64), true}, "", ""},
 		{"qm", "SetMemoryHigh", []any{uint64(2 << 30), true}, "", ""},
 		{"broken", "SetMemoryHigh", []any{uint64(math.MaxUint64), true}, "", ""},
 		{"qm", "SetMemoryMax", []any{uint64(0), true}, ErrorInvalidArgs, "memory.max must be > 0"},

@@ -190,11 +190,17 @@ type Partition struct {
 }
 
 // Config writes a qmd configuration for the service and partitions.
+// extra is TOML inserted before the partitions; D-Bus is off unless extra
+// has a [dbus] table.
 func Config(t testing.TB, p *Podman, dir string, extra string, parts ...Partition) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "[podman]\nsocket = %q\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[dbus]\nenable = false\n\n[incidents]\npath = %q\n\n%s\n",
-		p.URI(), filepath.Join(dir, "incidents.db"), extra)
+	fmt.Fprintf(&b, "[podman]\nsocket = %q\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[incidents]\npath = %q\n\n",
+		p.URI(), filepath.Join(dir, "incidents.db"))
+	if !strings.Contains(extra, "[dbus]") {
+		b.WriteString("[dbus]\nenable = false\n\n")
+	}
+	b.WriteString(extra + "\n")
 	for _, pt := range parts {
 		fmt.Fprintf(&b, "[[partition]]\nname = %q\nrootfs = %q\nvolumes = []\nseccomp_profile = %q\nstop_timeout = \"2s\"\n%s\n",
 			pt.Name, pt.Rootfs, filepath.Join(Repo(t), "configs", "seccomp-no-rt.json"), pt.Extra)

@@ -1,0 +1,104 @@
+package testutil
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// systemBusConfig mirrors the defaults of Debian's system bus (default
+// deny for owning names and method calls) and includes extra policy.
+const systemBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path=%s</listen>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+  %s
+</busconfig>
+`
+
+// SystemBus is a private, system-bus-like dbus-daemon.
+type SystemBus struct {
+	Dir  string
+	Addr string // unix:path=...
+}
+
+// StartSystemBus runs a dbus-daemon configured like a system bus that
+// includes the policy file at policyPath (the project's
+// systemd/org.containers.qmd1.conf). An empty policyPath allows every
+// call, to reach qmd's own authorization check. It is stopped at the end
+// of the test. The socket is reachable for other uids (setpriv tests).
+func StartSystemBus(t testing.TB, policyPath string) *SystemBus {
+	t.Helper()
+	RequireBinaries(t, "dbus-daemon")
+	dir, err := os.MkdirTemp("", "qmd-dbus-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	extra := `<policy context="default"><allow own="*"/><allow send_type="method_call"/></policy>`
+	if policyPath != "" {
+		extra = fmt.Sprintf("<include>%s</include>", policyPath)
+	}
+	conf := filepath.Join(dir, "bus.conf")
+	sock := filepath.Join(dir, "bus")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(systemBusConfig, sock, extra)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("dbus-daemon", "--config-file="+conf, "--nofork", "--print-address")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	select {
+	case addr, ok := <-lines:
+		if !ok || addr == "" {
+			t.Fatalf("dbus-daemon printed no address: %s", stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("dbus-daemon did not start")
+	}
+	return &SystemBus{Dir: dir, Addr: "unix:path=" + sock}
+}
