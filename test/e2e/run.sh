@@ -11,6 +11,7 @@
 #   E2E_CRASH_REPS  crash repetitions per supervisor in scenario 3 (default 3)
 #   E2E_BUILD       build directory (default build/e2e)
 #   E2E_SKIP_INSTALL=1  do not run make build/install (qmd scenarios then FAIL)
+#   E2E_DEBUG_SCRIPT  a script run in the VM before the scenarios (debug.log)
 # Exit status: 0 only if every selected scenario reported PASS.
 set -euo pipefail
 
@@ -43,8 +44,12 @@ share=$build/share
 rm -rf "$share"
 mkdir -p "$share/units"
 install -m 0755 "$here/vm/harness-run.sh" "$here/vm/scenarios.sh" "$share/"
-install -m 0644 "$here/vm/qmd.toml" "$here/vm/50-crashloop.toml" "$share/"
+install -m 0755 "$here/vm/e2e-hog" "$share/"
+install -m 0644 "$here/vm/qmd.toml" "$here/vm/50-crashloop.toml" "$here/vm/qm-containers.conf" "$share/"
 install -m 0644 "$here/vm/asil-bystander.service" "$here/vm/qm-plain.service" "$share/units/"
+if [ -n "${E2E_DEBUG_SCRIPT:-}" ]; then
+	install -m 0755 "$E2E_DEBUG_SCRIPT" "$share/debug.sh"
+fi
 {
 	printf 'E2E_SCENARIOS=%q\n' "$scenarios"
 	printf 'E2E_VM_TIMEOUT=%q\n' "$(( timeout_s > 600 ? timeout_s - 300 : timeout_s / 2 ))"
@@ -61,7 +66,7 @@ else
 	log "make build && make install DESTDIR=$share/root PREFIX=/usr (log: $build/install.log)"
 	if ! { "$MAKE" -C "$top" build && "$MAKE" -C "$top" install DESTDIR="$share/root" PREFIX=/usr; } \
 		>"$build/install.log" 2>&1; then
-		grep -v '^make\[[0-9]*\]: \(Entering\|Leaving\)' "$build/install.log" | tail -n 5 >"$share/install.err"
+		grep -Ev '^make(\[[0-9]+\])?: (Entering|Leaving)' "$build/install.log" | tail -n 5 >"$share/install.err"
 		log "make build/install FAILED; scenarios that need qmd will FAIL. Last lines:"
 		sed 's/^/    /' "$share/install.err"
 	fi

@@ -195,8 +195,10 @@ type Partition struct {
 func Config(t testing.TB, p *Podman, dir string, extra string, parts ...Partition) string {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "[podman]\nsocket = %q\n\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\n[incidents]\npath = %q\n\n",
-		p.URI(), filepath.Join(dir, "incidents.db"))
+	fmt.Fprintf(&b, "[podman]\nsocket = %q\n\n[incidents]\npath = %q\n\n", p.URI(), filepath.Join(dir, "incidents.db"))
+	if !strings.Contains(extra, "[log]") {
+		b.WriteString("[log]\nformat = \"json\"\nlevel = \"debug\"\n\n")
+	}
 	if !strings.Contains(extra, "[dbus]") {
 		b.WriteString("[dbus]\nenable = false\n\n")
 	}
@@ -361,3 +363,6 @@ func (q *QMD) Exited(timeout time.Duration) (error, bool) {
 		return nil, false
 	}
 }
+
+// PID returns qmd's process id.
+func (q *QMD) PID() int { return q.cmd.Process.Pid }

@@ -43,6 +43,10 @@ log "installing test units (asil-bystander, qm-plain)"
 install -m 0644 "$S/units/asil-bystander.service" /etc/systemd/system/
 install -m 0644 "$S/units/qm-plain.service" /etc/systemd/system/
 # The plain unit runs the same rootfs with its own /etc and /var, like qm's setup.
+install -m 0755 "$S/e2e-hog" /usr/local/bin/e2e-hog
+install -m 0755 "$S/e2e-hog" /usr/lib/qm/rootfs/usr/local/bin/e2e-hog
+mkdir -p /etc/qm/containers/containers.conf.d
+install -m 0644 "$S/qm-containers.conf" /etc/qm/containers/containers.conf.d/50-e2e.conf
 cp -a /etc/qm /etc/qm-plain
 cp -a /var/qm /var/qm-plain
 systemctl daemon-reload
@@ -80,6 +84,10 @@ else
 	log "qmd NOT installed: $why"
 fi
 
+if [ -f "$S/debug.sh" ]; then # E2E_DEBUG_SCRIPT on the host: poke around first
+	log "running debug.sh (output: debug.log)"
+	timeout 600 bash -x "$S/debug.sh" >"$S/debug.log" 2>&1
+fi
 log "running scenarios: ${E2E_SCENARIOS:-all}"
 timeout -k 10 "${E2E_VM_TIMEOUT:-2400}" bash "$S/scenarios.sh"
 rc=$?

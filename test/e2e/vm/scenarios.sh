@@ -81,12 +81,20 @@ ctr_running_new_pid() {
 	pid=$(ctr "$1" .State.Pid) || return 1
 	[ "$(ctr "$1" .State.Status)" = running ] && [ -n "$pid" ] && [ "$pid" != 0 ] && [ "$pid" != "$2" ]
 }
-# systemd inside the container: prints running|degraded|... (waits for boot)
-inner_state() { timeout "${2:-240}" podman exec "$1" systemctl is-system-running --wait 2>/dev/null || true; }
-wait_inner_up() { # wait_inner_up NAME
-	local st
-	st=$(inner_state "$1")
-	case $st in running | degraded) ;; *) fail "systemd inside $1 is '$st', want running or degraded" ;; esac
+# systemd inside the container: running, degraded, starting, ... ("" when
+# it cannot be asked yet, e.g. right after the container started).
+inner_state() { podman exec "$1" systemctl is-system-running 2>/dev/null || true; }
+# wait_inner_up NAME [SECONDS]: until systemd inside NAME is running|degraded.
+wait_inner_up() {
+	local end=$(( $(date +%s) + ${2:-240} )) st=
+	while :; do
+		st=$(inner_state "$1")
+		case $st in running | degraded) return 0 ;; esac
+		if [ "$(date +%s)" -ge "$end" ]; then
+			fail "systemd inside $1 is '$st' after ${2:-240}s, want running or degraded ($(podman exec "$1" systemctl is-system-running 2>&1 | tail -n 1))"
+		fi
+		sleep 1
+	done
 }
 
 # The partition's cgroup directory, from qmd's ControlGroup property.
@@ -131,7 +139,38 @@ s0() {
 	podman exec qm-plain podman run --rm --network none --rootfs "$NESTED_ROOTFS" /bin/true ||
 		fail "nested podman run inside the QM container failed"
 	info "nested podman run --rm busybox in QM: $(secs $(( $(now_ns) - t )))s"
+
+	# Fixture of scenario 5: a hog in a unit of QM's own systemd with a low
+	# MemoryMax is OOM-killed, and that shows in the container cgroup's
+	# memory.events (hierarchical), where qmd watches.
+	local cg k0 k1 out
+	cg=/sys/fs/cgroup$(cut -d: -f3 "/proc/$pid/cgroup")
+	cg=$(dirname "$cg") # systemd inside moved itself to init.scope
+	k0=$(awk '$1 == "oom_kill" { print $2 }' "$cg/memory.events")
+	if out=$(podman exec qm-plain systemd-run --wait --quiet --collect --unit=e2e-hog \
+		-p MemoryMax=64M -p MemorySwapMax=0 /usr/local/bin/e2e-hog once 512 2>&1); then
+		fail "memory hog in QM with MemoryMax=64M was not killed: $out"
+	fi
+	k1=$(awk '$1 == "oom_kill" { print $2 }' "$cg/memory.events")
+	[ "$k1" -gt "$k0" ] || fail "oom_kill in $cg/memory.events did not grow ($k0 -> $k1): $out"
+	info "QM hog OOM-killed; $cg/memory.events oom_kill $k0 -> $k1"
+
+	# Fixture of scenario 3: one crash of the plain Restart=always unit.
+	local r
+	r=$(crash_once qm-plain) || exit 1
+	info "plain Restart=always: crash->container started $(secs "${r% *}")s, crash->QM systemd running $(secs "${r#* }")s"
 	systemctl stop qm-plain.service
+
+	# Fixture of scenario 6: the host hog makes host memory pressure.
+	systemd-run --unit=e2e-host-hog -p MemoryHigh=64M -p MemorySwapMax=0 \
+		/usr/local/bin/e2e-hog churn 256 >/dev/null 2>&1 ||
+		fail "could not start the host memory hog"
+	sleep 10
+	local psi
+	psi=$(head -n 1 /proc/pressure/memory)
+	systemctl stop e2e-host-hog.service
+	info "host hog: /proc/pressure/memory $psi"
+	awk '{ split($2, a, "="); exit !(a[2] + 0 > 5) }' <<<"$psi" || fail "the host hog made no memory pressure: $psi"
 }
 
 # 1: boot: qmd.service active, partition running, QM's systemd up, D-Bus
@@ -141,7 +180,7 @@ s1() {
 	wait_for 240 "container qm running (podman ps)" sh -c \
 		"podman ps --filter name='^qm\$' --format '{{.Names}} {{.State}}' | grep -q '^qm running'"
 	wait_inner_up qm
-	info "QM systemd: $(inner_state qm 5)"
+	info "QM systemd: $(inner_state qm); failed units: $(podman exec qm systemctl --failed --plain --no-legend | awk '{ print $1 }' | paste -sd, -)"
 	wait_for 60 "busctl get-property ... ActiveState = active" \
 		sh -c "busctl get-property $BUS $PART/qm $PIF ActiveState | grep -qx 's \"active\"'"
 	local status
@@ -291,7 +330,7 @@ s5() {
 	since=$(date +%s)
 	local out
 	if out=$(podman exec qm systemd-run --wait --quiet --collect --unit=e2e-hog \
-		-p MemoryMax=64M -p MemorySwapMax=0 /usr/bin/perl -e '$s = "x" x (512 * 1024 * 1024); sleep 5' 2>&1); then
+		-p MemoryMax=64M -p MemorySwapMax=0 /usr/local/bin/e2e-hog once 512 2>&1); then
 		fail "the memory hog inside QM was not killed (MemoryMax=64M): $out"
 	fi
 	say "hog: $out"
@@ -320,7 +359,7 @@ s6() {
 	# swap it is throttled continuously, i.e. sustained host memory pressure.
 	t=$(now_ns)
 	systemd-run --unit=e2e-host-hog -p MemoryHigh=64M -p MemorySwapMax=0 \
-		/usr/bin/perl -e 'while (1) { my $s = "x" x (256 * 1024 * 1024); }' ||
+		/usr/local/bin/e2e-hog churn 256 ||
 		fail "could not start the host memory hog"
 	local end=$(( $(date +%s) + ${E2E_PRESSURE_WAIT:-180} ))
 	until lt "$(mem_high "$cg")" "$mh0"; do
