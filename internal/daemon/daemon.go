@@ -28,6 +28,7 @@ import (
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/internal/logging"
 	"github.com/containers/qmd/internal/podman"
+	"github.com/containers/qmd/internal/procwatch"
 	"github.com/containers/qmd/pkg/supervisor"
 )
 
@@ -96,7 +97,7 @@ func Run(ctx context.Context, opts Options) error {
 	})
 
 	rt := podman.New(cfg.Podman.Socket, cfg.Podman.Timeout.Duration)
-	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log}
+	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch}
 	if opts.Resources != nil {
 		sopts.Resources = opts.Resources(cfg, log)
 	}

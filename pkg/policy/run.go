@@ -113,7 +113,13 @@ func (c *Controller) onOOMKill(n int, km *kmsg) {
 		n = 1
 	}
 	c.hooks.OOMKill(n)
+	// The counter can move a moment before the kernel has logged the kill
+	// line: give the log a few milliseconds.
 	vs := km.victims(c.cg.Path())
+	for i := 0; km != nil && len(vs) < n && i < 20; i++ {
+		time.Sleep(5 * time.Millisecond)
+		vs = append(vs, km.victims(c.cg.Path())...)
+	}
 	if len(vs) == 0 {
 		c.record(incident.OOMKill, fmt.Sprintf("%d process(es) OOM-killed inside the partition", n),
 			map[string]string{"count": strconv.Itoa(n), "cgroup": c.cg.Path()})

@@ -30,10 +30,13 @@ const (
 	cmdResync // re-inspect: after Podman came back, or on the slow tick
 )
 
-// exited reports that a Wait on container id returned.
+// exited reports that a Wait on container id returned, or that its init
+// (pid) is gone.
 type exited struct {
-	id   string
-	code int32
+	id     string
+	code   int32
+	pid    int
+	source string
 }
 
 // partition supervises one partition. All state is owned by run(); other
@@ -145,8 +148,12 @@ func (p *partition) run(ctx context.Context) {
 		case ev := <-p.events:
 			p.handleEvent(ctx, ev)
 		case ex := <-p.exits:
-			if ex.id == p.st.ContainerID {
-				p.containerGone(ctx, fmt.Sprintf("wait returned exit code %d", ex.code))
+			if ex.id == p.st.ContainerID && (ex.pid == 0 || ex.pid == p.st.MainPID) {
+				reason := fmt.Sprintf("wait returned exit code %d", ex.code)
+				if ex.source != "" {
+					reason = ex.source
+				}
+				p.containerGone(ctx, reason, ex.pid)
 			}
 		case <-retry:
 			p.retry = nil
@@ -291,6 +298,25 @@ func (p *partition) watch(ctx context.Context, id string) {
 		case <-wctx.Done():
 		}
 	}()
+	if p.s.procWatch == nil || p.st.MainPID <= 0 {
+		return
+	}
+	pid := p.st.MainPID
+	done, err := p.s.procWatch(wctx, pid)
+	if err != nil {
+		p.log.Debug("init exit watch unavailable; relying on podman", zap.Int("pid", pid), zap.Error(err))
+		return
+	}
+	go func() {
+		<-done
+		if wctx.Err() != nil {
+			return
+		}
+		select {
+		case p.exits <- exited{id: id, code: -1, pid: pid, source: fmt.Sprintf("init (pid %d) exited", pid)}:
+		case <-wctx.Done():
+		}
+	}()
 }
 
 func (p *partition) stopWait() {
@@ -402,7 +428,7 @@ func (p *partition) handleEvent(ctx context.Context, ev runtime.Event) {
 	switch ev.Action {
 	case "died", "exited", "stop", "kill", "remove", "cleanup":
 		if p.st.State == Running || p.st.State == Throttled || p.st.State == Frozen {
-			p.containerGone(ctx, "podman event "+ev.Action)
+			p.containerGone(ctx, "podman event "+ev.Action, 0)
 		}
 		if ev.Action == "remove" && p.st.State != Stopping {
 			p.st.ContainerID = ""
@@ -411,13 +437,25 @@ func (p *partition) handleEvent(ctx context.Context, ev runtime.Event) {
 }
 
 // containerGone confirms an exit with an inspect (events may be replayed
-// or stale) and then reacts.
-func (p *partition) containerGone(ctx context.Context, reason string) {
+// or stale) and then reacts. deadPid is the init known to be gone (pidfd),
+// 0 when the source was Podman: Podman may not have noticed a death the
+// kernel reported, so its "running" is re-checked briefly.
+func (p *partition) containerGone(ctx context.Context, reason string, deadPid int) {
 	if p.st.State != Running && p.st.State != Throttled && p.st.State != Frozen {
 		return
 	}
 	id := p.st.ContainerID
 	c, err := p.s.rt.Inspect(ctx, id)
+	for i := 0; deadPid > 0 && err == nil && c.Running && c.Pid == deadPid && i < 50; i++ {
+		t := p.s.clock.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		c, err = p.s.rt.Inspect(ctx, id)
+	}
 	switch {
 	case err == nil && c.Running:
 		if c.Pid != p.st.MainPID {
@@ -512,14 +550,19 @@ func (p *partition) start(ctx context.Context, reason string) {
 	if p.st.State != Restarting {
 		p.setState(Starting, reason)
 	}
+	t0 := time.Now()
 	id, err := p.ensureContainer(ctx)
 	if err == nil {
 		err = p.s.rt.Start(ctx, id)
+		if errors.Is(err, runtime.ErrNotFound) {
+			p.st.ContainerID = ""
+		}
 	}
 	if err != nil {
 		p.startFailed(ctx, err)
 		return
 	}
+	p.log.Debug("container started", zap.Duration("took", time.Since(t0)))
 	p.lastStart = now
 	c, err := p.s.rt.Inspect(ctx, id)
 	if err != nil {
@@ -562,6 +605,12 @@ func (p *partition) startFailed(ctx context.Context, err error) {
 // ensureContainer returns the ID of a container built from the current
 // configuration, recreating a drifted one.
 func (p *partition) ensureContainer(ctx context.Context) (string, error) {
+	if p.st.ContainerID != "" && !p.st.Drift && p.st.State == Restarting {
+		// A restart of the container we know, built from the current
+		// configuration: no lookup needed (Start fails with ErrNotFound if
+		// it vanished, and the next attempt looks it up).
+		return p.st.ContainerID, nil
+	}
 	name := p.cfg.ContainerNameOrDefault()
 	c, err := p.s.rt.Inspect(ctx, name)
 	switch {

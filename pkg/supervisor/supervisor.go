@@ -33,6 +33,10 @@ type Options struct {
 	// Resources builds the resource policy of a running partition; nil
 	// means none (resource methods then fail with ErrNoResourcePolicy).
 	Resources ResourceFactory
+	// ProcWatch, when set, reports the exit of the partition's init at once
+	// (procwatch.Watch: a pidfd). Podman's events and Wait remain the
+	// portable sources.
+	ProcWatch func(ctx context.Context, pid int) (<-chan struct{}, error)
 	// Reconnect bounds the delays between reconnection attempts.
 	ReconnectInitial, ReconnectMax time.Duration
 }
@@ -47,6 +51,7 @@ type Supervisor struct {
 	recon *backoff.Backoff
 
 	newResources ResourceFactory
+	procWatch    func(ctx context.Context, pid int) (<-chan struct{}, error)
 
 	podmanUp atomic.Bool
 
@@ -83,7 +88,7 @@ func New(cfg *config.Config, o Options) *Supervisor {
 	s := &Supervisor{
 		rt: o.Runtime, sink: o.Sink, log: o.Log, clock: o.Clock, rand: o.Rand,
 		cfg: cfg, partitions: map[string]*partition{}, ready: make(chan struct{}),
-		newResources: o.Resources,
+		newResources: o.Resources, procWatch: o.ProcWatch,
 	}
 	s.recon = backoff.New(o.ReconnectInitial, o.ReconnectMax)
 	if o.Rand != nil {

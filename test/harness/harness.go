@@ -306,6 +306,12 @@ func match(m map[string]any, kv []string) bool {
 // WaitLog waits until n entries match kv and returns the last match.
 func (q *QMD) WaitLog(timeout time.Duration, n int, kv ...string) map[string]any {
 	q.t.Helper()
+	return q.WaitLogFunc(timeout, n, fmt.Sprint(kv), func(m map[string]any) bool { return match(m, kv) })
+}
+
+// WaitLogFunc waits until n entries satisfy pred and returns the last one.
+func (q *QMD) WaitLogFunc(timeout time.Duration, n int, what string, pred func(map[string]any) bool) map[string]any {
+	q.t.Helper()
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() { q.mu.Lock(); q.cond.Broadcast(); q.mu.Unlock() })
 	defer timer.Stop()
@@ -315,7 +321,7 @@ func (q *QMD) WaitLog(timeout time.Duration, n int, kv ...string) map[string]any
 		var last map[string]any
 		count := 0
 		for _, m := range q.lines {
-			if match(m, kv) {
+			if pred(m) {
 				count++
 				last = m
 			}
@@ -325,11 +331,11 @@ func (q *QMD) WaitLog(timeout time.Duration, n int, kv ...string) map[string]any
 		}
 		select {
 		case <-q.done:
-			q.t.Fatalf("qmd exited (%v) before logging %d× %v\n%s", q.err, n, kv, strings.Join(q.raw, "\n"))
+			q.t.Fatalf("qmd exited (%v) before logging %d× %s\n%s", q.err, n, what, strings.Join(q.raw, "\n"))
 		default:
 		}
 		if time.Now().After(deadline) {
-			q.t.Fatalf("timed out after %s waiting for %d× %v (saw %d)\n%s", timeout, n, kv, count, strings.Join(q.raw, "\n"))
+			q.t.Fatalf("timed out after %s waiting for %d× %s (saw %d)\n%s", timeout, n, what, count, strings.Join(q.raw, "\n"))
 		}
 		q.cond.Wait()
 	}
