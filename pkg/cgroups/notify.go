@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -86,15 +87,20 @@ type waitResult struct {
 }
 
 // wait blocks until the inotify fd, one of extra (polled for events[i]) or
-// the wake fd is ready, or timeoutMs passes (-1: no timeout).
-func (n *notifier) wait(extra []int, events []int16, timeoutMs int) (waitResult, error) {
+// the wake fd is ready, or timeout passes (negative: no timeout).
+func (n *notifier) wait(extra []int, events []int16, timeout time.Duration) (waitResult, error) {
 	fds := make([]unix.PollFd, 0, 2+len(extra))
 	fds = append(fds, unix.PollFd{Fd: int32(n.ifd), Events: unix.POLLIN}, unix.PollFd{Fd: int32(n.wake), Events: unix.POLLIN})
 	for i, fd := range extra {
 		fds = append(fds, unix.PollFd{Fd: int32(fd), Events: events[i]})
 	}
+	var ts *unix.Timespec
+	if timeout >= 0 {
+		t := unix.NsecToTimespec(timeout.Nanoseconds())
+		ts = &t
+	}
 	for {
-		_, err := unix.Poll(fds, timeoutMs)
+		_, err := unix.Ppoll(fds, ts, nil)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}

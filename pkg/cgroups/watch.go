@@ -378,7 +378,8 @@ func delta(old, cur uint64) uint64 {
 // oomKillRetry is how long the v1 watcher re-reads oom_kill after the
 // eventfd fired: the kernel notifies before it picks and kills a victim.
 var oomKillRetry = []time.Duration{
-	time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond, 2 * time.Millisecond,
+	100 * time.Microsecond, 100 * time.Microsecond, 200 * time.Microsecond, 200 * time.Microsecond,
+	500 * time.Microsecond, 500 * time.Microsecond, time.Millisecond, time.Millisecond,
 	2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond,
 	100 * time.Millisecond, 250 * time.Millisecond,
 }
@@ -402,9 +403,9 @@ func (w *Watcher) run() error {
 	}
 	retry := -1 // index into oomKillRetry while a v1 kill is pending
 	for {
-		timeout := -1
+		timeout := time.Duration(-1)
 		if retry >= 0 {
-			timeout = int(oomKillRetry[retry] / time.Millisecond)
+			timeout = oomKillRetry[retry]
 		}
 		res, err := w.n.wait(extra, evmask, timeout)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"sort"
 	"strconv"
 	"sync"
@@ -52,6 +53,9 @@ type Auditor struct {
 	Sink      incident.Sink // may be nil
 	// DryRun reports what would be repaired and writes nothing.
 	DryRun bool
+	// Self is qmd's PID (default os.Getpid()): a partition cgroup that
+	// holds it is refused (ErrUnsafeTarget).
+	Self int
 
 	mu   sync.Mutex
 	kick chan struct{}
@@ -144,6 +148,10 @@ func (a *Auditor) Audit(ctx context.Context) ([]Repair, error) {
 		if err != nil && !errors.Is(err, cgroups.ErrGone) {
 			errs = append(errs, fmt.Errorf("list partition %s: %w", target.Cgroup, err))
 		}
+		if err := a.sane(target, procs); err != nil {
+			errs = append(errs, err)
+			procs = nil
+		}
 		for _, pc := range procs {
 			if err := ctx.Err(); err != nil {
 				return repairs, err
@@ -170,6 +178,28 @@ func (a *Auditor) Audit(ctx context.Context) ([]Repair, error) {
 		a.record(target.Name, r)
 	}
 	return repairs, errors.Join(errs...)
+}
+
+// ErrUnsafeTarget is wrapped when the partition's cgroup cannot be the
+// partition: the root cgroup, or a cgroup that holds qmd itself. Auditing
+// it would raise every process on the host (qmd and ASIL included) to the
+// partition's value, so the partition part of the audit is refused.
+var ErrUnsafeTarget = errors.New("unsafe partition cgroup")
+
+func (a *Auditor) sane(t Target, procs []cgroups.Process) error {
+	if t.Cgroup == "/" {
+		return fmt.Errorf("partition %s: cgroup is the root cgroup: %w", t.Name, ErrUnsafeTarget)
+	}
+	self := a.Self
+	if self == 0 {
+		self = os.Getpid()
+	}
+	for _, pc := range procs {
+		if pc.PID == self {
+			return fmt.Errorf("partition %s: cgroup %s holds qmd itself (pid %d, in %s): %w", t.Name, t.Cgroup, self, pc.Path, ErrUnsafeTarget)
+		}
+	}
+	return nil
 }
 
 // check reads one process's value through its /proc directory and repairs

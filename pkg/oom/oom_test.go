@@ -550,3 +550,37 @@ func TestAuditWriteRefused(t *testing.T) {
 	}
 	_ = f
 }
+
+// TestAuditRefusesUnsafeTarget: a partition cgroup that is the root, or
+// holds qmd itself, would raise the whole host: refused, nothing written.
+func TestAuditRefusesUnsafeTarget(t *testing.T) {
+	f, a, rec := setup(t)
+	a.Partition = func() (Target, bool) { return Target{Name: "qm", Cgroup: "/", InitPID: 10}, true }
+	repairs, err := a.Audit(context.Background())
+	if !errors.Is(err, ErrUnsafeTarget) || !strings.Contains(err.Error(), "root cgroup") {
+		t.Fatalf("root: %v", err)
+	}
+	for _, r := range repairs {
+		if r.Role != RoleProtected {
+			t.Errorf("repaired %+v", r)
+		}
+	}
+	if f.score(11) != 0 || f.score(21) != -1000 {
+		t.Error("root partition audited")
+	}
+	// qmd's own process found in the partition's cgroup.
+	a.Partition = func() (Target, bool) { return Target{Name: "qm", Cgroup: part, InitPID: 10}, true }
+	a.Self = 12
+	_, err = a.Audit(context.Background())
+	if !errors.Is(err, ErrUnsafeTarget) || !strings.Contains(err.Error(), "holds qmd itself (pid 12") {
+		t.Fatalf("self: %v", err)
+	}
+	if f.score(11) != 0 || f.score(10) != 600 {
+		t.Error("partition holding qmd audited")
+	}
+	for _, inc := range rec.incs {
+		if inc.Details["role"] != string(RoleProtected) {
+			t.Errorf("incident %+v", inc)
+		}
+	}
+}
