@@ -1,0 +1,330 @@
+package policy
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/pkg/cgroups"
+	"github.com/containers/qmd/pkg/supervisor"
+)
+
+type recorder struct {
+	mu       sync.Mutex
+	incs     []incident.Incident
+	restarts []string
+	states   []supervisor.State
+	ooms     int
+	changed  chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 100)} }
+
+func (r *recorder) poke() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) Record(i incident.Incident) incident.Incident {
+	r.mu.Lock()
+	r.incs = append(r.incs, i)
+	r.mu.Unlock()
+	r.poke()
+	return i
+}
+
+func (r *recorder) hooks() supervisor.Hooks {
+	return supervisor.Hooks{
+		Sink:     r,
+		OOMKill:  func(n int) { r.mu.Lock(); r.ooms += n; r.mu.Unlock(); r.poke() },
+		Restart:  func(why string) { r.mu.Lock(); r.restarts = append(r.restarts, why); r.mu.Unlock(); r.poke() },
+		SetState: func(s supervisor.State, _ string) { r.mu.Lock(); r.states = append(r.states, s); r.mu.Unlock(); r.poke() },
+	}
+}
+
+func (r *recorder) count(t incident.Type) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, i := range r.incs {
+		if i.Type == t {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for !cond() {
+		select {
+		case <-r.changed:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func write(t testing.TB, root string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// fakeHost builds a cgroup v2 tree with the partition at /qm (init pid
+// 100) and a /proc with that process.
+func fakeHost(t testing.TB) (*Host, string) {
+	t.Helper()
+	root, proc := t.TempDir(), t.TempDir()
+	write(t, root, map[string]string{
+		"cgroup.controllers": "cpu memory pids\n",
+		"qm/cgroup.procs":    "100\n",
+		"qm/cgroup.events":   "populated 1\nfrozen 0\n",
+		"qm/cgroup.freeze":   "0\n",
+		"qm/memory.current":  "1073741824\n",
+		"qm/memory.high":     "max\n",
+		"qm/memory.max":      "max\n",
+		"qm/memory.swap.max": "max\n",
+		"qm/memory.events":   "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
+		"qm/cpu.max":         "max 100000\n",
+		"qm/cpu.weight":      "100\n",
+		"qm/cpu.idle":        "0\n",
+		"qm/pids.max":        "max\n",
+		"qm/pids.events":     "max 0\n",
+	})
+	write(t, proc, map[string]string{
+		"100/cgroup":        "0::/qm\n",
+		"100/oom_score_adj": "500\n",
+		"100/comm":          "init\n",
+	})
+	hier, err := cgroups.NewHierarchy(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Host{Hier: hier, ProcRoot: proc, MemTotal: 8 << 30, PidMax: 4194304, Resync: time.Hour,
+		Log: zap.NewNop(), HostPressure: filepath.Join(root, "no-psi-here")}, root
+}
+
+func partitionConfig() *config.Partition {
+	p := config.DefaultPartition("qm")
+	p.Memory.Max, _ = config.ParseSize("4G")
+	return &p
+}
+
+func read(t testing.TB, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func TestLimitsAppliedAtStart(t *testing.T) {
+	h, root := fakeHost(t)
+	r := newRecorder()
+	if _, err := h.New(partitionConfig(), 100, r.hooks()); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(root, "qm/memory.max")); got != "4294967296" {
+		t.Errorf("memory.max = %s", got)
+	}
+	if got := read(t, filepath.Join(root, "qm/memory.swap.max")); got != "0" {
+		t.Errorf("memory.swap.max = %s", got)
+	}
+	if got := read(t, filepath.Join(root, "qm/cpu.idle")); got != "1" {
+		t.Errorf("cpu.idle = %s (CPUWeight=idle)", got)
+	}
+	if got := read(t, filepath.Join(root, "qm/pids.max")); got != "2097152" {
+		t.Errorf("pids.max = %s, want 50%% of pid_max", got)
+	}
+}
+
+func TestDryRunAppliesNothing(t *testing.T) {
+	h, root := fakeHost(t)
+	h.DryRun = true
+	r := newRecorder()
+	c, err := h.New(partitionConfig(), 100, r.hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(root, "qm/memory.max")); got != "max" {
+		t.Errorf("dry run wrote memory.max = %s", got)
+	}
+	c.(*Controller).onMemoryPressure(time.Now())
+	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "max" {
+		t.Errorf("dry run throttled: memory.high = %s", got)
+	}
+	if r.count(incident.Throttle) != 1 {
+		t.Error("dry run must still report what it would do")
+	}
+}
+
+func TestOOMKillAndForkBombReactions(t *testing.T) {
+	h, root := fakeHost(t)
+	r := newRecorder()
+	p := partitionConfig()
+	p.Pids.ForkBombRestarts = 2
+	res, err := h.New(p, 100, r.hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- res.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(100 * time.Millisecond) // watcher baseline read
+
+	write(t, root, map[string]string{"qm/memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"})
+	r.waitFor(t, "oom-kill incident", func() bool { return r.count(incident.OOMKill) == 1 })
+	r.mu.Lock()
+	if r.ooms != 1 {
+		t.Errorf("OOMKill hook count %d", r.ooms)
+	}
+	r.mu.Unlock()
+
+	write(t, root, map[string]string{"qm/pids.events": "max 1\n"})
+	r.waitFor(t, "first fork-bomb incident", func() bool { return r.count(incident.ForkBomb) == 1 })
+	r.mu.Lock()
+	if len(r.restarts) != 0 {
+		t.Error("restarted after one pids.max event")
+	}
+	r.mu.Unlock()
+	write(t, root, map[string]string{"qm/pids.events": "max 2\n"})
+	r.waitFor(t, "restart after the second", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.restarts) == 1 })
+}
+
+func TestPressureThrottlesAndRestores(t *testing.T) {
+	h, root := fakeHost(t)
+	r := newRecorder()
+	p := partitionConfig()
+	p.Pressure.Step, _ = config.ParseSize("256M")
+	p.Pressure.Floor, _ = config.ParseSize("512M")
+	res, err := h.New(p, 100, r.hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.(*Controller)
+	t0 := time.Now()
+	c.onMemoryPressure(t0)
+	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "805306368" { // 1G usage - 256M
+		t.Fatalf("memory.high after pressure = %s", got)
+	}
+	r.mu.Lock()
+	if len(r.states) != 1 || r.states[0] != supervisor.Throttled {
+		t.Errorf("states %v, want throttled", r.states)
+	}
+	r.mu.Unlock()
+	c.onMemoryPressure(t0.Add(time.Second))
+	c.onMemoryPressure(t0.Add(2 * time.Second))
+	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "536870912" {
+		t.Fatalf("memory.high must stop at the floor 512M, got %s", got)
+	}
+	if more := c.onQuiet(t0.Add(10 * time.Second)); !more {
+		t.Fatal("restored before restore_after")
+	}
+	for now := t0.Add(40 * time.Second); ; now = now.Add(40 * time.Second) {
+		if !c.onQuiet(now) {
+			break
+		}
+	}
+	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "max" {
+		t.Errorf("memory.high after restore = %s, want max", got)
+	}
+	if r.count(incident.Unthrottle) == 0 {
+		t.Error("no unthrottle incident")
+	}
+}
+
+func TestSetMemoryHighRejectsAboveMax(t *testing.T) {
+	h, root := fakeHost(t)
+	res, err := h.New(partitionConfig(), 100, newRecorder().hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.SetMemoryHigh(8 << 30); err == nil {
+		t.Error("memory.high above memory.max accepted")
+	}
+	if err := res.SetMemoryHigh(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "1073741824" {
+		t.Errorf("memory.high = %s", got)
+	}
+	if err := res.SetMemoryHigh(infinity); err != nil {
+		t.Errorf("infinity refused: %v", err)
+	}
+}
+
+func TestParseOOMLine(t *testing.T) {
+	v, ok := parseOOMLine("6,1234,974624178,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/qm,task_memcg=/qm/machine.slice/libpod-0123456789abcdef.scope,task=hog,pid=28290,uid=0")
+	if !ok || v.PID != 28290 || v.Comm != "hog" || v.OOMMemcg != "/qm" {
+		t.Fatalf("%+v %v", v, ok)
+	}
+	if id := nestedContainer(v.TaskMemcg, "/qm"); id != "0123456789ab" {
+		t.Errorf("nested container = %q", id)
+	}
+	for _, bad := range []string{"", "oom-kill:", "oom-kill:pid=x", "hello", "oom-kill:pid=-1,task=a"} {
+		if _, ok := parseOOMLine(bad); ok {
+			t.Errorf("parsed %q", bad)
+		}
+	}
+}
+
+func FuzzParseOOMLine(f *testing.F) {
+	f.Add("6,1,2,-;oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/a,task_memcg=/a/b,task=x,pid=3,uid=0")
+	f.Fuzz(func(t *testing.T, s string) {
+		v, ok := parseOOMLine(s)
+		if ok && v.PID <= 0 {
+			t.Fatalf("accepted pid %d", v.PID)
+		}
+		_ = nestedContainer(v.TaskMemcg, "/a")
+	})
+}
+
+// BenchmarkPressureToMemoryHigh: from a pressure notification to memory.high
+// written (fake cgroup v2 file; the kernel's own trigger latency is not in it).
+func BenchmarkPressureToMemoryHigh(b *testing.B) {
+	h, _ := fakeHost(b)
+	p := partitionConfig()
+	p.Pressure.Step, _ = config.ParseSize("1M")
+	p.Pressure.Floor, _ = config.ParseSize("1M")
+	res, err := h.New(p, 100, newRecorder().hooks())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := res.(*Controller)
+	var worst time.Duration
+	now := time.Now()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%900 == 0 {
+			c.thr.reconfigure(infinity)
+			c.thr.current = infinity
+		}
+		start := time.Now()
+		c.onMemoryPressure(now.Add(time.Duration(i) * time.Second))
+		if d := time.Since(start); d > worst {
+			worst = d
+		}
+	}
+	b.ReportMetric(float64(worst.Microseconds())/1000, "max-ms")
+}
