@@ -45,10 +45,15 @@ func (r *recorder) Record(i incident.Incident) incident.Incident {
 
 func (r *recorder) hooks() supervisor.Hooks {
 	return supervisor.Hooks{
-		Sink:     r,
-		OOMKill:  func(n int) { r.mu.Lock(); r.ooms += n; r.mu.Unlock(); r.poke() },
-		Restart:  func(why string) { r.mu.Lock(); r.restarts = append(r.restarts, why); r.mu.Unlock(); r.poke() },
-		SetState: func(s supervisor.State, _ string) { r.mu.Lock(); r.states = append(r.states, s); r.mu.Unlock(); r.poke() },
+		Sink:    r,
+		OOMKill: func(n int) { r.mu.Lock(); r.ooms += n; r.mu.Unlock(); r.poke() },
+		Restart: func(why string) { r.mu.Lock(); r.restarts = append(r.restarts, why); r.mu.Unlock(); r.poke() },
+		SetState: func(s supervisor.State, _ string) {
+			r.mu.Lock()
+			r.states = append(r.states, s)
+			r.mu.Unlock()
+			r.poke()
+		},
 	}
 }
 
