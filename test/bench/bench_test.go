@@ -206,7 +206,7 @@ func BenchmarkOOMKillToIncident(b *testing.B) {
 	// Offset between the wall clock and CLOCK_MONOTONIC (kmsg's clock).
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	offset := time.Now().Sub(time.Unix(0, 0).Add(time.Duration(ts.Nano())))
+	offset := time.Since(time.Unix(0, 0).Add(time.Duration(ts.Nano())))
 	var lat []time.Duration
 	for i := 0; i < reps(); i++ {
 		_, _ = pm.CLI("exec", "qm", "sh", "-c", `x=$(head -c 300000000 /dev/zero | tr '\0' a)`)
