@@ -66,6 +66,10 @@ func LoadConfig(files []string) (*config.Config, error) {
 // Run is the daemon: it returns when ctx ends or on a fatal error. It
 // installs its own SIGHUP handler; the caller cancels ctx on SIGTERM.
 func Run(ctx context.Context, opts Options) error {
+	// Early, so that a SIGHUP during start-up is queued, not fatal.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := LoadConfig(opts.ConfigFiles)
 	if err != nil {
 		return err
@@ -175,7 +179,7 @@ func Run(ctx context.Context, opts Options) error {
 	log.Info("qmd ready")
 
 	g.Go(func() error { return watchdog(gctx, sup, log) })
-	g.Go(func() error { return handleHUP(gctx, reload, log) })
+	g.Go(func() error { return handleHUP(gctx, hup, reload, log) })
 
 	err = g.Wait()
 	_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
@@ -233,10 +237,7 @@ func watchdog(ctx context.Context, sup *supervisor.Supervisor, log *zap.Logger) 
 	}
 }
 
-func handleHUP(ctx context.Context, reload func() error, log *zap.Logger) error {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGHUP)
-	defer signal.Stop(ch)
+func handleHUP(ctx context.Context, ch <-chan os.Signal, reload func() error, log *zap.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():

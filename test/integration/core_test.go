@@ -181,3 +181,13 @@ func TestMissingRootfsFailsClearly(t *testing.T) {
 		t.Errorf("error does not name the key and path:\n%s", log)
 	}
 }
+
+func appendFile(path, s string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString(s)
+	return err
+}
