@@ -54,7 +54,8 @@ type partition struct {
 	edits   chan func(*config.Partition)
 
 	// res is the resource policy of the running init (nil when none).
-	res atomic.Pointer[Resources]
+	res   atomic.Pointer[Resources]
+	usage atomic.Pointer[usageSnap]
 
 	status atomic.Pointer[Status]
 	// ready is closed after the first reconcile (adopt, start or failure).
@@ -104,14 +105,30 @@ func newPartition(s *Supervisor, cfg *config.Partition) *partition {
 // Status returns the latest snapshot.
 func (p *partition) Status() Status { return *p.status.Load() }
 
-// liveStatus is the snapshot with memory usage read now (cgroup reads are
-// cheap; MemoryCurrent changes all the time and is never pushed).
+// usageSnap is a recent read of the partition's memory usage.
+type usageSnap struct {
+	at time.Time
+	u  Usage
+}
+
+// usageMaxAge bounds how stale MemoryCurrent may be: D-Bus clients polling
+// properties at a high rate must not turn into cgroupfs reads per call.
+const usageMaxAge = 200 * time.Millisecond
+
+// liveStatus is the snapshot with a recent memory usage (MemoryCurrent
+// changes all the time and is never pushed).
 func (p *partition) liveStatus() Status {
 	st := p.Status()
-	if r := p.res.Load(); r != nil && *r != nil {
-		u := (*r).Usage()
-		st.MemoryCurrent, st.MemoryHigh, st.MemoryMax = u.MemoryCurrent, u.MemoryHigh, u.MemoryMax
+	r := p.res.Load()
+	if r == nil || *r == nil {
+		return st
 	}
+	snap := p.usage.Load()
+	if snap == nil || time.Since(snap.at) > usageMaxAge || snap.u.CgroupPath != st.CgroupPath && st.CgroupPath != "" {
+		snap = &usageSnap{at: time.Now(), u: (*r).Usage()}
+		p.usage.Store(snap)
+	}
+	st.MemoryCurrent, st.MemoryHigh, st.MemoryMax = snap.u.MemoryCurrent, snap.u.MemoryHigh, snap.u.MemoryMax
 	return st
 }
 
@@ -374,6 +391,7 @@ func (p *partition) refreshUsage() {
 		return
 	}
 	u := (*r).Usage()
+	p.usage.Store(&usageSnap{at: time.Now(), u: u})
 	p.st.MemoryCurrent, p.st.MemoryHigh, p.st.MemoryMax = u.MemoryCurrent, u.MemoryHigh, u.MemoryMax
 	if u.CgroupPath != "" {
 		p.st.CgroupPath = u.CgroupPath

@@ -81,9 +81,9 @@ func TestIncidentsSurviveQMDRestart(t *testing.T) {
 	list := func() []uint64 {
 		t.Helper()
 		var out []struct {
-			ID, Time                  uint64
+			ID, Time                 uint64
 			Partition, Type, Summary string
-			Details                   map[string]dbus.Variant
+			Details                  map[string]dbus.Variant
 		}
 		if err := conn.Object(busName, mgrPath).Call(mgrIface+".ListIncidents", 0, "", uint64(0), uint32(0)).Store(&out); err != nil {
 			t.Fatalf("ListIncidents: %v", err)
