@@ -101,7 +101,7 @@ while kill -0 "$qpid" 2>/dev/null; do
 		break
 	fi
 	sleep 5
-	cur=$(tail -n 1 "$share/harness.log" 2>/dev/null || true)
+	cur=$(grep -vE '^(PASS|FAIL|INFO) ' "$share/harness.log" 2>/dev/null | tail -n 1 || true)
 	if [ -n "$cur" ] && [ "$cur" != "$last" ]; then
 		log "vm: $cur"
 		last=$cur
