@@ -70,8 +70,8 @@ func TestList(t *testing.T) {
 func TestManagerStatus(t *testing.T) {
 	b := startBus(t)
 	fb := newFake()
-	fb.add(t, "qm", incident.Start, "started")
-	fb.add(t, "qm", incident.OOMKill, "oom")
+	fb.AddIncident(t, "qm", incident.Start, "started")
+	fb.AddIncident(t, "qm", incident.OOMKill, "oom")
 	b.serve(t, fb, dbusapi.Options{})
 
 	code, out, _ := b.run(t, "status")
@@ -94,8 +94,8 @@ func TestPartitionStatus(t *testing.T) {
 	b := startBus(t)
 	fb := newFake()
 	for i := range 8 {
-		fb.add(t, "qm", incident.Restart, fmt.Sprintf("restart %d", i))
-		fb.add(t, "broken", incident.StartLimit, "gave up")
+		fb.AddIncident(t, "qm", incident.Restart, fmt.Sprintf("restart %d", i))
+		fb.AddIncident(t, "broken", incident.StartLimit, "gave up")
 	}
 	b.serve(t, fb, dbusapi.Options{})
 
@@ -279,13 +279,13 @@ func TestAddressFlag(t *testing.T) {
 func TestIncidents(t *testing.T) {
 	b := startBus(t)
 	fb := newFake()
-	fb.store = incident.NewMemory(5000)
+	fb.Store = incident.NewMemory(5000)
 	for i := 1; i <= 30; i++ {
 		p := "qm"
 		if i%3 == 0 {
 			p = "broken"
 		}
-		fb.add(t, p, incident.Restart, fmt.Sprintf("event %d", i))
+		fb.AddIncident(t, p, incident.Restart, fmt.Sprintf("event %d", i))
 	}
 	b.serve(t, fb, dbusapi.Options{})
 
@@ -339,7 +339,7 @@ func TestIncidents(t *testing.T) {
 	// The last incidents of a partition far behind the newest ones (the
 	// search window grows), and more than one ListIncidents page.
 	for i := 31; i <= 1330; i++ {
-		fb.add(t, "broken", incident.Restart, fmt.Sprintf("event %d", i))
+		fb.AddIncident(t, "broken", incident.Restart, fmt.Sprintf("event %d", i))
 	}
 	code, out, _ = b.run(t, "incidents", "qm", "-n", "2")
 	wantCode(t, code, ExitOK)
@@ -392,7 +392,7 @@ func TestIncidentsFollow(t *testing.T) {
 	b := startBus(t)
 	fb := newFake()
 	for i := 1; i <= 12; i++ {
-		fb.add(t, "qm", incident.Restart, fmt.Sprintf("old %d", i))
+		fb.AddIncident(t, "qm", incident.Restart, fmt.Sprintf("old %d", i))
 	}
 	srv := b.serve(t, fb, dbusapi.Options{})
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", b.addr)
@@ -412,7 +412,7 @@ func TestIncidentsFollow(t *testing.T) {
 			// Recorded while following: one for another partition (filtered
 			// out), two for qm.
 			for i, p := range []string{"broken", "qm", "qm"} {
-				inc := fb.add(t, p, incident.OOMKill, fmt.Sprintf("new %d json=%v", i, asJSON))
+				inc := fb.AddIncident(t, p, incident.OOMKill, fmt.Sprintf("new %d json=%v", i, asJSON))
 				srv.IncidentAdded(inc)
 			}
 			waitFor(t, &out, fmt.Sprintf("new 2 json=%v", asJSON))
@@ -468,7 +468,7 @@ func TestIncidentsFollowAcrossRestart(t *testing.T) {
 	setFollowPoll(t, time.Hour)
 	b := startBus(t)
 	fb := newFake()
-	fb.add(t, "qm", incident.Start, "first")
+	fb.AddIncident(t, "qm", incident.Start, "first")
 	srv := b.serve(t, fb, dbusapi.Options{})
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", b.addr)
 
@@ -482,12 +482,12 @@ func TestIncidentsFollowAcrossRestart(t *testing.T) {
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fb.add(t, "qm", incident.Stop, "while qmd was down")
+	fb.AddIncident(t, "qm", incident.Stop, "while qmd was down")
 	srv2 := b.serve(t, fb, dbusapi.Options{})
 	waitFor(t, &out, "while qmd was down")
 
 	// The new instance's signals reach the follower too.
-	srv2.IncidentAdded(fb.add(t, "qm", incident.Start, "after the restart"))
+	srv2.IncidentAdded(fb.AddIncident(t, "qm", incident.Start, "after the restart"))
 	waitFor(t, &out, "after the restart")
 	cancel()
 	select {
@@ -521,7 +521,7 @@ func TestIncidentsFollowPoll(t *testing.T) {
 	done := make(chan int, 1)
 	go func() { done <- Run(ctx, []string{"incidents", "--follow", "--after", "0"}, &out, &errb) }()
 	waitFor(t, &out, "SUMMARY")
-	fb.add(t, "qm", incident.Freeze, "no signal for this one") // no IncidentAdded
+	fb.AddIncident(t, "qm", incident.Freeze, "no signal for this one") // no IncidentAdded
 	waitFor(t, &out, "no signal for this one")
 	cancel()
 	wantCode(t, <-done, ExitOK)

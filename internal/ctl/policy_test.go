@@ -94,7 +94,7 @@ func copyFile(t *testing.T, from, to string) {
 func TestBusPolicyOtherUser(t *testing.T) {
 	b := startBus(t)
 	fb := newFake()
-	fb.add(t, "qm", incident.Start, "started")
+	fb.AddIncident(t, "qm", incident.Start, "started")
 	b.serve(t, fb, dbusapi.Options{})
 
 	const nobody = 65534

@@ -1,10 +1,12 @@
-package dbusapi
+package dbusapi_test
 
 import (
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/containers/qmd/internal/dbusapi"
+	"github.com/containers/qmd/internal/dbusapi/dbustest"
 	"github.com/containers/qmd/internal/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -21,11 +23,11 @@ func TestBusctlClient(t *testing.T) {
 	testutil.RequireBinaries(t, "dbus-daemon", "busctl")
 	testutil.RequireRoot(t)
 	b := startBus(t, false)
-	fb := newFake(nil)
-	b.serve(t, fb, Options{})
+	fb := dbustest.NewFakeBackend(nil)
+	b.serve(t, fb, dbusapi.Options{})
 
 	// introspect: methods, signatures, properties with values and flags.
-	out, err := b.busctl(t, -1, "introspect", BusName, partQM)
+	out, err := b.busctl(t, -1, "introspect", dbusapi.BusName, partQM)
 	if err != nil {
 		t.Fatalf("introspect: %v\n%s", err, out)
 	}
@@ -55,19 +57,19 @@ func TestBusctlClient(t *testing.T) {
 			t.Errorf("introspect row %s = %q, want %q", name, got, w)
 		}
 	}
-	if _, ok := rows[PartitionInterface]; !ok {
-		t.Errorf("interface %s missing:\n%s", PartitionInterface, out)
+	if _, ok := rows[dbusapi.PartitionInterface]; !ok {
+		t.Errorf("interface %s missing:\n%s", dbusapi.PartitionInterface, out)
 	}
 
 	// The XML busctl receives carries the named arguments and is exactly
 	// the shipped interface file's interface element.
-	xml, err := b.busctl(t, -1, "introspect", "--xml-interface", BusName, partQM)
+	xml, err := b.busctl(t, -1, "introspect", "--xml-interface", dbusapi.BusName, partQM)
 	if err != nil {
 		t.Fatalf("introspect --xml-interface: %v\n%s", err, xml)
 	}
-	for _, iface := range []struct{ path, name string }{{partQM, PartitionInterface}, {mgr, ManagerInterface}} {
-		xml, _ := b.busctl(t, -1, "introspect", "--xml-interface", BusName, iface.path)
-		file, _ := InterfaceXML(iface.name)
+	for _, iface := range []struct{ path, name string }{{partQM, dbusapi.PartitionInterface}, {mgr, dbusapi.ManagerInterface}} {
+		xml, _ := b.busctl(t, -1, "introspect", "--xml-interface", dbusapi.BusName, iface.path)
+		file, _ := dbusapi.InterfaceXML(iface.name)
 		if frag := interfaceElement(t, file); !strings.Contains(xml, frag) {
 			t.Errorf("introspection of %s does not contain the shipped %s.xml interface:\n%s", iface.path, iface.name, xml)
 		}
@@ -75,7 +77,7 @@ func TestBusctlClient(t *testing.T) {
 	if !strings.Contains(xml, `<arg name="bytes" type="t" direction="in"/>`) {
 		t.Errorf("named args missing:\n%s", xml)
 	}
-	tree, err := b.busctl(t, -1, "tree", BusName)
+	tree, err := b.busctl(t, -1, "tree", dbusapi.BusName)
 	if err != nil || !strings.Contains(tree, partQM) || !strings.Contains(tree, "/org/containers/qmd1/partition/broken") {
 		t.Errorf("tree: %v\n%s", err, tree)
 	}
@@ -84,18 +86,18 @@ func TestBusctlClient(t *testing.T) {
 	for prop, w := range map[string]string{
 		"ActiveState": `s "active"`, "MemoryMax": "t 2147483648", "Name": `s "qm"`, "ContainerId": `s "c0ffee"`,
 	} {
-		out, err := b.busctl(t, -1, "get-property", BusName, partQM, PartitionInterface, prop)
+		out, err := b.busctl(t, -1, "get-property", dbusapi.BusName, partQM, dbusapi.PartitionInterface, prop)
 		if err != nil || strings.TrimSpace(out) != w {
 			t.Errorf("get-property %s = %q, %v; want %q", prop, out, err, w)
 		}
 	}
-	out, _ = b.busctl(t, -1, "get-property", BusName, mgr, ManagerInterface, "Version", "Status")
+	out, _ = b.busctl(t, -1, "get-property", dbusapi.BusName, mgr, dbusapi.ManagerInterface, "Version", "Status")
 	if strings.TrimSpace(out) != "s \"1.2.3-test\"\ns \"up\"" {
 		t.Errorf("manager properties: %q", out)
 	}
 
 	// call
-	out, err = b.busctl(t, -1, "call", BusName, mgr, ManagerInterface, "ListPartitions")
+	out, err = b.busctl(t, -1, "call", dbusapi.BusName, mgr, dbusapi.ManagerInterface, "ListPartitions")
 	if err != nil {
 		t.Fatalf("ListPartitions: %v\n%s", err, out)
 	}
@@ -103,7 +105,7 @@ func TestBusctlClient(t *testing.T) {
 	if strings.TrimSpace(out) != wantList {
 		t.Errorf("ListPartitions = %q\nwant %q", out, wantList)
 	}
-	out, err = b.busctl(t, -1, "call", BusName, mgr, ManagerInterface, "GetPartition", "s", "qm")
+	out, err = b.busctl(t, -1, "call", dbusapi.BusName, mgr, dbusapi.ManagerInterface, "GetPartition", "s", "qm")
 	if err != nil || strings.TrimSpace(out) != `o "`+partQM+`"` {
 		t.Errorf("GetPartition = %q, %v", out, err)
 	}
@@ -114,11 +116,11 @@ func TestBusctlClient(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"call", BusName, mgr, ManagerInterface, "GetPartition", "s", "nope"}, "no such partition"},
-		{[]string{"call", BusName, "/org/containers/qmd1/partition/broken", PartitionInterface, "Start"}, "start limit hit"},
-		{[]string{"call", BusName, partQM, PartitionInterface, "SetMemoryHigh", "tb", "0", "true"}, "memory.high must be > 0"},
-		{[]string{"call", "--", BusName, partQM, PartitionInterface, "SetOOMScoreAdjust", "ib", "-500", "true"}, "negative"},
-		{[]string{"set-property", BusName, partQM, PartitionInterface, "MemoryHigh", "t", "1"}, "read-only"},
+		{[]string{"call", dbusapi.BusName, mgr, dbusapi.ManagerInterface, "GetPartition", "s", "nope"}, "no such partition"},
+		{[]string{"call", dbusapi.BusName, "/org/containers/qmd1/partition/broken", dbusapi.PartitionInterface, "Start"}, "start limit hit"},
+		{[]string{"call", dbusapi.BusName, partQM, dbusapi.PartitionInterface, "SetMemoryHigh", "tb", "0", "true"}, "memory.high must be > 0"},
+		{[]string{"call", "--", dbusapi.BusName, partQM, dbusapi.PartitionInterface, "SetOOMScoreAdjust", "ib", "-500", "true"}, "negative"},
+		{[]string{"set-property", dbusapi.BusName, partQM, dbusapi.PartitionInterface, "MemoryHigh", "t", "1"}, "read-only"},
 	}
 	for _, c := range errCases {
 		out, err := b.busctl(t, -1, c.args...)
@@ -128,7 +130,7 @@ func TestBusctlClient(t *testing.T) {
 	}
 
 	// A mutating call as root goes through.
-	out, err = b.busctl(t, -1, "call", BusName, partQM, PartitionInterface, "SetMemoryHigh", "tb", "1073741824", "true")
+	out, err = b.busctl(t, -1, "call", dbusapi.BusName, partQM, dbusapi.PartitionInterface, "SetMemoryHigh", "tb", "1073741824", "true")
 	if err != nil {
 		t.Fatalf("SetMemoryHigh as root: %v\n%s", err, out)
 	}
@@ -148,16 +150,16 @@ func interfaceElement(t *testing.T, file string) string {
 
 // mutatingCalls are busctl argument lists for every mutating method.
 var mutatingCalls = [][]string{
-	{partQM, PartitionInterface, "Start"},
-	{partQM, PartitionInterface, "Stop"},
-	{partQM, PartitionInterface, "Restart"},
-	{partQM, PartitionInterface, "Freeze"},
-	{partQM, PartitionInterface, "Thaw"},
-	{partQM, PartitionInterface, "ResetFailed"},
-	{partQM, PartitionInterface, "SetMemoryHigh", "tb", "1073741824", "true"},
-	{partQM, PartitionInterface, "SetMemoryMax", "tb", "2147483648", "false"},
-	{partQM, PartitionInterface, "SetOOMScoreAdjust", "ib", "600", "true"},
-	{mgr, ManagerInterface, "Reload"},
+	{partQM, dbusapi.PartitionInterface, "Start"},
+	{partQM, dbusapi.PartitionInterface, "Stop"},
+	{partQM, dbusapi.PartitionInterface, "Restart"},
+	{partQM, dbusapi.PartitionInterface, "Freeze"},
+	{partQM, dbusapi.PartitionInterface, "Thaw"},
+	{partQM, dbusapi.PartitionInterface, "ResetFailed"},
+	{partQM, dbusapi.PartitionInterface, "SetMemoryHigh", "tb", "1073741824", "true"},
+	{partQM, dbusapi.PartitionInterface, "SetMemoryMax", "tb", "2147483648", "false"},
+	{partQM, dbusapi.PartitionInterface, "SetOOMScoreAdjust", "ib", "600", "true"},
+	{mgr, dbusapi.ManagerInterface, "Reload"},
 }
 
 // A caller with another uid: the bus policy denies every mutating method
@@ -166,12 +168,12 @@ func TestPolicyOtherUID(t *testing.T) {
 	testutil.RequireBinaries(t, "dbus-daemon", "busctl", "setpriv")
 	testutil.RequireRoot(t)
 	b := startBus(t, false)
-	fb := newFake(nil)
-	b.serve(t, fb, Options{})
+	fb := dbustest.NewFakeBackend(nil)
+	b.serve(t, fb, dbusapi.Options{})
 	const nobody = 65534
 
 	for _, c := range mutatingCalls {
-		out, err := b.busctl(t, nobody, append([]string{"call", BusName}, c...)...)
+		out, err := b.busctl(t, nobody, append([]string{"call", dbusapi.BusName}, c...)...)
 		if err == nil || !strings.Contains(out, "Access denied") && !strings.Contains(out, "AccessDenied") {
 			t.Errorf("uid %d %v: %v\n%s", nobody, c, err, out)
 		}
@@ -179,20 +181,20 @@ func TestPolicyOtherUID(t *testing.T) {
 	if c := fb.Calls(); len(c) != 0 {
 		t.Fatalf("backend reached: %v", c)
 	}
-	out, err := b.busctl(t, nobody, "set-property", BusName, partQM, PartitionInterface, "MemoryHigh", "t", "1")
+	out, err := b.busctl(t, nobody, "set-property", dbusapi.BusName, partQM, dbusapi.PartitionInterface, "MemoryHigh", "t", "1")
 	if err == nil {
 		t.Errorf("set-property allowed: %s", out)
 	}
 
 	reads := [][]string{
-		{"introspect", BusName, partQM},
-		{"introspect", BusName, mgr},
-		{"get-property", BusName, partQM, PartitionInterface, "ActiveState"},
-		{"get-property", BusName, mgr, ManagerInterface, "LastIncidentId"},
-		{"call", BusName, mgr, ManagerInterface, "ListPartitions"},
-		{"call", BusName, mgr, ManagerInterface, "GetPartition", "s", "qm"},
-		{"call", BusName, mgr, ManagerInterface, "ListIncidents", "stu", "", "0", "0"},
-		{"call", BusName, partQM, "org.freedesktop.DBus.Peer", "Ping"},
+		{"introspect", dbusapi.BusName, partQM},
+		{"introspect", dbusapi.BusName, mgr},
+		{"get-property", dbusapi.BusName, partQM, dbusapi.PartitionInterface, "ActiveState"},
+		{"get-property", dbusapi.BusName, mgr, dbusapi.ManagerInterface, "LastIncidentId"},
+		{"call", dbusapi.BusName, mgr, dbusapi.ManagerInterface, "ListPartitions"},
+		{"call", dbusapi.BusName, mgr, dbusapi.ManagerInterface, "GetPartition", "s", "qm"},
+		{"call", dbusapi.BusName, mgr, dbusapi.ManagerInterface, "ListIncidents", "stu", "", "0", "0"},
+		{"call", dbusapi.BusName, partQM, "org.freedesktop.DBus.Peer", "Ping"},
 	}
 	for _, r := range reads {
 		if out, err := b.busctl(t, nobody, r...); err != nil {
@@ -211,13 +213,13 @@ func TestInCodeCheckBehindPermissiveBus(t *testing.T) {
 	testutil.RequireBinaries(t, "dbus-daemon", "busctl", "setpriv")
 	testutil.RequireRoot(t)
 	b := startBus(t, true)
-	fb := newFake(nil)
+	fb := dbustest.NewFakeBackend(nil)
 	core, logs := observer.New(zap.WarnLevel)
-	b.serveLog(t, fb, Options{AdminGroup: "qmd-test-no-such-group"}, zap.New(core))
+	b.serveLog(t, fb, dbusapi.Options{AdminGroup: "qmd-test-no-such-group"}, zap.New(core))
 	for _, c := range mutatingCalls {
 		// busctl prints only strerror for AccessDenied; the daemon log
 		// below shows the denial came from qmd, not from the bus.
-		out, err := b.busctl(t, 65534, append([]string{"call", BusName}, c...)...)
+		out, err := b.busctl(t, 65534, append([]string{"call", dbusapi.BusName}, c...)...)
 		if err == nil || !strings.Contains(out, "Access denied") {
 			t.Errorf("%v: %v\n%s", c, err, out)
 		}
@@ -237,12 +239,12 @@ func TestInCodeCheckBehindPermissiveBus(t *testing.T) {
 	}
 	// A member of the admin group (nobody's primary group is nogroup) is let in.
 	b2 := startBus(t, true)
-	fb2 := newFake(nil)
-	b2.serve(t, fb2, Options{AdminGroup: "nogroup"})
-	if ok, _ := GroupAdmin("nogroup")(65534); !ok {
+	fb2 := dbustest.NewFakeBackend(nil)
+	b2.serve(t, fb2, dbusapi.Options{AdminGroup: "nogroup"})
+	if ok, _ := dbusapi.GroupAdmin("nogroup")(65534); !ok {
 		t.Skip("uid 65534 not in nogroup here")
 	}
-	out, err := b2.busctl(t, 65534, "call", BusName, partQM, PartitionInterface, "Freeze")
+	out, err := b2.busctl(t, 65534, "call", dbusapi.BusName, partQM, dbusapi.PartitionInterface, "Freeze")
 	if err != nil {
 		t.Fatalf("admin-group member denied: %v\n%s", err, out)
 	}

@@ -1,14 +1,16 @@
-package dbusapi
+package dbusapi_test
 
 import (
 	"flag"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containers/qmd/internal/apierr"
+	"github.com/containers/qmd/internal/dbusapi"
+	"github.com/containers/qmd/internal/dbusapi/dbustest"
+	"github.com/containers/qmd/internal/testutil"
 	"github.com/godbus/dbus/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -16,23 +18,14 @@ import (
 
 var updateXML = flag.Bool("update-xml", false, "rewrite systemd/*.xml from the code")
 
-func repoFile(t testing.TB, name string) string {
-	t.Helper()
-	p, err := filepath.Abs(filepath.Join("..", "..", "systemd", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // The shipped interface files must be exactly what the code exports.
 func TestInterfaceXMLFilesMatchCode(t *testing.T) {
-	for _, iface := range []string{ManagerInterface, PartitionInterface} {
-		want, err := InterfaceXML(iface)
+	for _, iface := range []string{dbusapi.ManagerInterface, dbusapi.PartitionInterface} {
+		want, err := dbusapi.InterfaceXML(iface)
 		if err != nil {
 			t.Fatal(err)
 		}
-		path := repoFile(t, iface+".xml")
+		path := testutil.RepoFile(t, "systemd/"+iface+".xml")
 		if *updateXML {
 			if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
 				t.Fatal(err)
@@ -58,14 +51,14 @@ func TestEscapePathElement(t *testing.T) {
 		"qm.test": "qm_2etest",
 	}
 	for in, want := range cases {
-		if got := EscapePathElement(in); got != want {
+		if got := dbusapi.EscapePathElement(in); got != want {
 			t.Errorf("EscapePathElement(%q) = %q, want %q", in, got, want)
 		}
-		back, err := UnescapePathElement(want)
+		back, err := dbusapi.UnescapePathElement(want)
 		if err != nil || back != in {
 			t.Errorf("UnescapePathElement(%q) = %q, %v", want, back, err)
 		}
-		if p := PartitionPath(in); !p.IsValid() {
+		if p := dbusapi.PartitionPath(in); !p.IsValid() {
 			t.Errorf("PartitionPath(%q) = %q is not a valid object path", in, p)
 		}
 	}
@@ -73,7 +66,7 @@ func TestEscapePathElement(t *testing.T) {
 		if bad == "_" {
 			continue
 		}
-		if _, err := UnescapePathElement(bad); err == nil {
+		if _, err := dbusapi.UnescapePathElement(bad); err == nil {
 			t.Errorf("UnescapePathElement(%q) should fail", bad)
 		}
 	}
@@ -84,11 +77,11 @@ func FuzzEscapePathElement(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		e := EscapePathElement(s)
-		if !dbus.ObjectPath(PartitionPathBase + "/" + e).IsValid() {
+		e := dbusapi.EscapePathElement(s)
+		if !dbus.ObjectPath(dbusapi.PartitionPathBase + "/" + e).IsValid() {
 			t.Fatalf("invalid path element %q for %q", e, s)
 		}
-		back, err := UnescapePathElement(e)
+		back, err := dbusapi.UnescapePathElement(e)
 		if err != nil || back != s {
 			t.Fatalf("round trip %q -> %q -> %q, %v", s, e, back, err)
 		}
@@ -97,12 +90,12 @@ func FuzzEscapePathElement(f *testing.F) {
 
 func TestValidatePartitionName(t *testing.T) {
 	for _, ok := range []string{"qm", "QM", "qm-1", "qm_2.x", "0"} {
-		if err := ValidatePartitionName(ok); err != nil {
+		if err := dbusapi.ValidatePartitionName(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "-qm", ".qm", "qm/x", "q m", "qm\x00", strings.Repeat("a", 129), "ü"} {
-		if err := ValidatePartitionName(bad); err == nil {
+		if err := dbusapi.ValidatePartitionName(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
@@ -110,12 +103,12 @@ func TestValidatePartitionName(t *testing.T) {
 
 // unitServer is a server without a bus: handlers are called directly with
 // a fake caller lookup (sender name -> uid).
-func unitServer(t testing.TB, b Backend, uids map[string]uint32) *Server {
+func unitServer(t testing.TB, b dbusapi.Backend, uids map[string]uint32) *dbusapi.Server {
 	log := zap.NewNop()
 	if _, ok := t.(*testing.T); ok {
 		log = zaptest.NewLogger(t)
 	}
-	s := New(nil, b, log, Options{
+	s := dbusapi.New(nil, b, log, dbusapi.Options{
 		Version: "test",
 		CallerUID: func(sender string) (uint32, error) {
 			uid, ok := uids[sender]
@@ -131,8 +124,8 @@ func unitServer(t testing.TB, b Backend, uids map[string]uint32) *Server {
 }
 
 // callPartition invokes a Partition method handler the way godbus does.
-func callPartition(s *Server, sender, part, method string, args ...any) *dbus.Error {
-	m := s.partitionMethods(part)[method]
+func callPartition(s *dbusapi.Server, sender, part, method string, args ...any) *dbus.Error {
+	m := s.PartitionMethods(part)[method]
 	switch fn := m.(type) {
 	case func(dbus.Sender) *dbus.Error:
 		return fn(dbus.Sender(sender))
@@ -163,21 +156,21 @@ func errName(e *dbus.Error) string {
 }
 
 func TestInCodeAuthorization(t *testing.T) {
-	b := newFake(nil)
+	b := dbustest.NewFakeBackend(nil)
 	s := unitServer(t, b, map[string]uint32{":1.root": 0, ":1.user": 1000, ":1.admin": 1001})
 	for _, m := range mutating {
 		e := callPartition(s, ":1.user", "qm", m.method, m.args...)
-		if errName(e) != ErrorAccessDenied || !strings.Contains(e.Error(), "qmd-admin") || !strings.Contains(e.Error(), "uid 1000") {
+		if errName(e) != dbusapi.ErrorAccessDenied || !strings.Contains(e.Error(), "qmd-admin") || !strings.Contains(e.Error(), "uid 1000") {
 			t.Errorf("%s as uid 1000: %v (%s)", m.method, e, errName(e))
 		}
-		if e := callPartition(s, ":1.gone", "qm", m.method, m.args...); errName(e) != ErrorAccessDenied {
+		if e := callPartition(s, ":1.gone", "qm", m.method, m.args...); errName(e) != dbusapi.ErrorAccessDenied {
 			t.Errorf("%s from an unknown sender: %v", m.method, e)
 		}
-		if e := callPartition(s, "", "qm", m.method, m.args...); errName(e) != ErrorAccessDenied {
+		if e := callPartition(s, "", "qm", m.method, m.args...); errName(e) != dbusapi.ErrorAccessDenied {
 			t.Errorf("%s without sender: %v", m.method, e)
 		}
 	}
-	if e := s.reload(":1.user"); errName(e) != ErrorAccessDenied {
+	if e := s.CallReload(":1.user"); errName(e) != dbusapi.ErrorAccessDenied {
 		t.Errorf("Reload as uid 1000: %v", e)
 	}
 	if len(b.Calls()) != 0 {
@@ -189,7 +182,7 @@ func TestInCodeAuthorization(t *testing.T) {
 				t.Errorf("%s as %s: %v", m.method, sender, e)
 			}
 		}
-		if e := s.reload(dbus.Sender(sender)); e != nil {
+		if e := s.CallReload(dbus.Sender(sender)); e != nil {
 			t.Errorf("Reload as %s: %v", sender, e)
 		}
 	}
@@ -201,26 +194,26 @@ func TestInCodeAuthorization(t *testing.T) {
 // GroupAdmin against the real user and group databases: nobody's primary
 // group is nogroup on Debian.
 func TestGroupAdminRealDatabase(t *testing.T) {
-	if ok, err := GroupAdmin("nogroup")(0); !ok || err != nil {
+	if ok, err := dbusapi.GroupAdmin("nogroup")(0); !ok || err != nil {
 		t.Fatalf("root: %v %v", ok, err)
 	}
-	ok, err := GroupAdmin("nogroup")(65534)
+	ok, err := dbusapi.GroupAdmin("nogroup")(65534)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !ok {
 		t.Skip("uid 65534 is not in group nogroup on this host")
 	}
-	if ok, err := GroupAdmin("qmd-test-no-such-group")(65534); ok || err != nil {
+	if ok, err := dbusapi.GroupAdmin("qmd-test-no-such-group")(65534); ok || err != nil {
 		t.Fatalf("missing group: %v %v", ok, err)
 	}
-	if ok, err := GroupAdmin("nogroup")(4000000000); ok || err != nil {
+	if ok, err := dbusapi.GroupAdmin("nogroup")(4000000000); ok || err != nil {
 		t.Fatalf("unknown uid: %v %v", ok, err)
 	}
 }
 
 func TestValidationAndErrorMapping(t *testing.T) {
-	b := newFake(nil)
+	b := dbustest.NewFakeBackend(nil)
 	s := unitServer(t, b, map[string]uint32{"r": 0})
 	cases := []struct {
 		part, method string
@@ -228,24 +221,24 @@ func TestValidationAndErrorMapping(t *testing.T) {
 		wantName     string
 		wantMsg      string
 	}{
-		{"qm", "SetMemoryHigh", []any{uint64(0), true}, ErrorInvalidArgs, "memory.high must be > 0"},
-		{"qm", "SetMemoryHigh", []any{uint64(3 << 30), true}, ErrorInvalidArgs, "above memory.max"},
+		{"qm", "SetMemoryHigh", []any{uint64(0), true}, dbusapi.ErrorInvalidArgs, "memory.high must be > 0"},
+		{"qm", "SetMemoryHigh", []any{uint64(3 << 30), true}, dbusapi.ErrorInvalidArgs, "above memory.max"},
 		// infinity (no throttling) is always allowed, also below a finite memory.max
 		{"qm", "SetMemoryHigh", []any{uint64(math.MaxUint64), true}, "", ""},
 		{"qm", "SetMemoryHigh", []any{uint64(2 << 30), true}, "", ""},
 		{"broken", "SetMemoryHigh", []any{uint64(math.MaxUint64), true}, "", ""},
-		{"qm", "SetMemoryMax", []any{uint64(0), true}, ErrorInvalidArgs, "memory.max must be > 0"},
+		{"qm", "SetMemoryMax", []any{uint64(0), true}, dbusapi.ErrorInvalidArgs, "memory.max must be > 0"},
 		{"qm", "SetMemoryMax", []any{uint64(math.MaxUint64), true}, "", ""},
-		{"qm", "SetOOMScoreAdjust", []any{int32(1001), true}, ErrorInvalidArgs, "outside -1000..1000"},
-		{"qm", "SetOOMScoreAdjust", []any{int32(-1001), true}, ErrorInvalidArgs, "outside -1000..1000"},
-		{"qm", "SetOOMScoreAdjust", []any{int32(-1), true}, ErrorInvalidArgs, "negative"},
+		{"qm", "SetOOMScoreAdjust", []any{int32(1001), true}, dbusapi.ErrorInvalidArgs, "outside -1000..1000"},
+		{"qm", "SetOOMScoreAdjust", []any{int32(-1001), true}, dbusapi.ErrorInvalidArgs, "outside -1000..1000"},
+		{"qm", "SetOOMScoreAdjust", []any{int32(-1), true}, dbusapi.ErrorInvalidArgs, "negative"},
 		{"qm", "SetOOMScoreAdjust", []any{int32(1000), false}, "", ""},
 		{"qm", "SetOOMScoreAdjust", []any{int32(0), false}, "", ""},
-		{"broken", "Start", nil, ErrorStartLimitHit, "start limit hit"},
-		{"broken", "Stop", nil, ErrorNotRunning, "broken"},
-		{"gone", "Start", nil, ErrorNoSuchPartition, "gone"},
-		{"gone", "SetMemoryHigh", []any{uint64(1), true}, ErrorNoSuchPartition, "gone"},
-		{"bad/name", "Start", nil, ErrorInvalidArgs, "not allowed"},
+		{"broken", "Start", nil, dbusapi.ErrorStartLimitHit, "start limit hit"},
+		{"broken", "Stop", nil, dbusapi.ErrorNotRunning, "broken"},
+		{"gone", "Start", nil, dbusapi.ErrorNoSuchPartition, "gone"},
+		{"gone", "SetMemoryHigh", []any{uint64(1), true}, dbusapi.ErrorNoSuchPartition, "gone"},
+		{"bad/name", "Start", nil, dbusapi.ErrorInvalidArgs, "not allowed"},
 	}
 	for _, c := range cases {
 		e := callPartition(s, "r", c.part, c.method, c.args...)
@@ -253,44 +246,44 @@ func TestValidationAndErrorMapping(t *testing.T) {
 			t.Errorf("%s.%s%v = %v (%s), want %s containing %q", c.part, c.method, c.args, e, errName(e), c.wantName, c.wantMsg)
 		}
 	}
-	if _, e := s.getPartition("gone"); errName(e) != ErrorNoSuchPartition || !strings.Contains(e.Error(), "gone") {
+	if _, e := s.CallGetPartition("gone"); errName(e) != dbusapi.ErrorNoSuchPartition || !strings.Contains(e.Error(), "gone") {
 		t.Errorf("GetPartition(gone) = %v", e)
 	}
-	if _, e := s.getPartition(""); errName(e) != ErrorInvalidArgs {
+	if _, e := s.CallGetPartition(""); errName(e) != dbusapi.ErrorInvalidArgs {
 		t.Errorf("GetPartition(\"\") = %v", e)
 	}
-	if p, e := s.getPartition("qm"); e != nil || p != "/org/containers/qmd1/partition/qm" {
+	if p, e := s.CallGetPartition("qm"); e != nil || p != "/org/containers/qmd1/partition/qm" {
 		t.Errorf("GetPartition(qm) = %v %v", p, e)
 	}
-	if _, e := s.listIncidents("a b", 0, 0); errName(e) != ErrorInvalidArgs {
+	if _, e := s.CallListIncidents("a b", 0, 0); errName(e) != dbusapi.ErrorInvalidArgs {
 		t.Errorf("ListIncidents(bad name) = %v", e)
 	}
 }
 
 func TestErrorMappingTable(t *testing.T) {
 	cases := map[error]string{
-		apierr.ErrNoSuchPartition:                ErrorNoSuchPartition,
-		apierr.ErrNotRunning:                     ErrorNotRunning,
-		apierr.ErrStartLimitHit:                  ErrorStartLimitHit,
-		apierr.ErrPodmanUnavailable:              ErrorPodmanUnavailable,
-		apierr.InvalidArgs("x %d", 1):            ErrorInvalidArgs,
-		apierr.ErrAccessDenied:                   ErrorAccessDenied,
-		os.ErrPermission:                         ErrorFailed,
-		partitionErr(apierr.ErrNotRunning, "qm"): ErrorNotRunning,
+		apierr.ErrNoSuchPartition:                        dbusapi.ErrorNoSuchPartition,
+		apierr.ErrNotRunning:                             dbusapi.ErrorNotRunning,
+		apierr.ErrStartLimitHit:                          dbusapi.ErrorStartLimitHit,
+		apierr.ErrPodmanUnavailable:                      dbusapi.ErrorPodmanUnavailable,
+		apierr.InvalidArgs("x %d", 1):                    dbusapi.ErrorInvalidArgs,
+		apierr.ErrAccessDenied:                           dbusapi.ErrorAccessDenied,
+		os.ErrPermission:                                 dbusapi.ErrorFailed,
+		dbusapi.PartitionErr(apierr.ErrNotRunning, "qm"): dbusapi.ErrorNotRunning,
 	}
 	for err, want := range cases {
-		if got := dbusError(err); got.Name != want || got.Error() != err.Error() {
+		if got := dbusapi.DBusError(err); got.Name != want || got.Error() != err.Error() {
 			t.Errorf("dbusError(%v) = %s %q, want %s", err, got.Name, got.Error(), want)
 		}
 	}
-	if dbusError(nil) != nil {
+	if dbusapi.DBusError(nil) != nil {
 		t.Fatal("nil error mapped")
 	}
 }
 
 var knownErrors = map[string]bool{
-	"": true, ErrorInvalidArgs: true, ErrorNoSuchPartition: true, ErrorNotRunning: true,
-	ErrorStartLimitHit: true, ErrorAccessDenied: true,
+	"": true, dbusapi.ErrorInvalidArgs: true, dbusapi.ErrorNoSuchPartition: true, dbusapi.ErrorNotRunning: true,
+	dbusapi.ErrorStartLimitHit: true, dbusapi.ErrorAccessDenied: true,
 }
 
 // Fuzzed method arguments give D-Bus errors (or success), never panics.
@@ -299,7 +292,7 @@ func FuzzMethodArgs(f *testing.F) {
 	f.Add("", uint8(6), uint64(0), int32(-1), false, "u")
 	f.Add("broken", uint8(8), uint64(math.MaxUint64), int32(math.MinInt32), true, "")
 	f.Add("x/../y", uint8(9), uint64(1), int32(1000), false, "r")
-	b := newFake(nil)
+	b := dbustest.NewFakeBackend(nil)
 	s := unitServer(f, b, map[string]uint32{"r": 0, "u": 1000})
 	methods := []string{"Start", "Stop", "Restart", "Freeze", "Thaw", "ResetFailed", "SetMemoryHigh", "SetMemoryMax", "SetOOMScoreAdjust"}
 	f.Fuzz(func(t *testing.T, part string, which uint8, bytes uint64, value int32, runtime bool, sender string) {
@@ -312,11 +305,11 @@ func FuzzMethodArgs(f *testing.F) {
 		case i == 8:
 			e = callPartition(s, sender, part, methods[i], value, runtime)
 		case i == 9:
-			_, e = s.getPartition(part)
+			_, e = s.CallGetPartition(part)
 		case i == 10:
-			_, e = s.listIncidents(part, bytes, uint32(value))
+			_, e = s.CallListIncidents(part, bytes, uint32(value))
 		default:
-			e = s.reload(dbus.Sender(sender))
+			e = s.CallReload(dbus.Sender(sender))
 		}
 		if !knownErrors[errName(e)] {
 			t.Fatalf("unexpected error %s: %v", errName(e), e)
