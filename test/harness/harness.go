@@ -27,20 +27,7 @@ import (
 // Repo returns the repository's top directory.
 func Repo(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
+	return testutil.RepoFile(t, "")
 }
 
 // QMDBinary returns the qmd binary under test ($QMD_BIN, or bin/qmd).
