@@ -252,9 +252,8 @@ func (c *Controller) SetOOMScoreAdj(v int) error {
 	if err := oom.ValidateScore(v); err != nil {
 		return apierr.InvalidArgs("%v", err)
 	}
-	c.audit.Policy.PartitionScore = v
-	if c.audit.Policy.NestedScore < v {
-		c.audit.Policy.NestedScore = v
+	if err := c.audit.SetScores(v, c.cfg.NestedOOMScoreAdj); err != nil {
+		return apierr.InvalidArgs("%v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
