@@ -751,7 +751,7 @@ func (c *Cgroup) Processes() ([]Process, error) {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV) {
-				if top {
+				if top && !fileExists(dir) {
 					return fmt.Errorf("list processes of %s: %w", dir, ErrGone)
 				}
 				// A child that vanished, or (fake trees) a directory

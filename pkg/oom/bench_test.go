@@ -18,7 +18,10 @@ func BenchmarkAuditNoDrift(b *testing.B) {
 	benchTree(b, f)
 	a := &Auditor{
 		Policy: DefaultPolicy(), ProcRoot: f.proc, Lister: f.h,
-		Partition: func() (Target, bool) { return Target{Name: "qm", Cgroup: part, InitPID: 1000}, true },
+		Partition: func() (Target, bool) { return Target{Name: "qm", Cgroup: part, InitPID: 1001}, true },
+	}
+	if p, err := f.h.Processes(part); err != nil || len(p) != 200 {
+		b.Fatalf("fake tree: %d processes, %v", len(p), err)
 	}
 	ctx := context.Background()
 	for b.Loop() {
