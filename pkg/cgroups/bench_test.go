@@ -189,7 +189,7 @@ func BenchmarkRealV1OOMKill(b *testing.B) {
 		if kt, ok := k.killedAt(h.cmd.Process.Pid); ok {
 			fromKill = append(fromKill, killAt-kt)
 			if oomAt != 0 {
-				oomToKill = append(oomToKill, float64((oomAt-kt).Microseconds()))
+				oomToKill = append(oomToKill, float64((oomAt - kt).Microseconds()))
 			}
 		}
 		h.cmd.Wait()

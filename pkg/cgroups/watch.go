@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,8 @@ type Watcher struct {
 	poke atomic.Bool
 
 	dirWd        int32
+	parentWd     int32 // the parent directory, for IN_DELETE of ours; -1 for the root
+	base         string
 	files        map[int32]string // wd -> file base name
 	dirs         map[int32]string // wd -> cgroup path (Children)
 	oomFd        int              // v1 memory.oom_control, -1 if none
@@ -141,7 +144,7 @@ func (w *Watcher) setup() error {
 	dir := w.primaryDir()
 	mask := uint32(unix.IN_DELETE_SELF | unix.IN_MOVE_SELF)
 	if w.opts.Children {
-		mask |= unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_ONLYDIR
+		mask |= unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_DELETE | unix.IN_ONLYDIR
 	}
 	wd, err := w.n.add(dir, mask)
 	if err != nil {
@@ -151,6 +154,17 @@ func (w *Watcher) setup() error {
 		return err
 	}
 	w.dirWd = wd
+	// cgroupfs (kernfs) never sends IN_DELETE_SELF for a removed cgroup
+	// directory (its link count does not drop while watched); rmdir does
+	// send IN_DELETE to the parent directory's watchers.
+	w.parentWd = -1
+	if parent := filepath.Dir(dir); w.cg.ControllerPath(w.cg.primary()) != "/" && parent != dir {
+		pwd, err := w.n.add(parent, unix.IN_DELETE|unix.IN_ONLYDIR)
+		if err != nil {
+			return err
+		}
+		w.parentWd, w.base = pwd, filepath.Base(dir)
+	}
 	if w.opts.Children {
 		w.dirs[wd] = w.cg.ControllerPath(w.cg.primary())
 		if err := w.addChildren(dir, w.dirs[wd], false); err != nil {
@@ -265,7 +279,7 @@ func (w *Watcher) addChildren(dir, rel string, report bool) error {
 }
 
 func (w *Watcher) addChild(dir, rel string, report bool) error {
-	wd, err := w.n.add(dir, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_ONLYDIR)
+	wd, err := w.n.add(dir, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_DELETE|unix.IN_ONLYDIR)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			return nil
@@ -280,6 +294,20 @@ func (w *Watcher) addChild(dir, rel string, report bool) error {
 		return errStopped
 	}
 	return w.addChildren(dir, rel, report)
+}
+
+// dropChildren removes the watches of cgroup rel and its descendants.
+func (w *Watcher) dropChildren(rel string) {
+	for wd, p := range w.dirs {
+		if wd == w.dirWd {
+			continue
+		}
+		if p == rel || strings.HasPrefix(p, rel+"/") {
+			delete(w.dirs, wd)
+			w.n.forget(wd)
+			_, _ = unix.InotifyRmWatch(w.n.ifd, uint32(wd))
+		}
+	}
 }
 
 type counterKey struct {
@@ -437,6 +465,12 @@ func (w *Watcher) run() error {
 			if ev.wd == w.dirWd && ev.mask&(unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_IGNORED) != 0 {
 				return fmt.Errorf("watch %s: %w", w.cg.path, ErrGone)
 			}
+			if ev.wd == w.parentWd {
+				if (ev.mask&unix.IN_IGNORED != 0 || ev.name == w.base) && !w.cg.Exists() {
+					return fmt.Errorf("watch %s: %w", w.cg.path, ErrGone)
+				}
+				continue // a sibling was removed
+			}
 			if name, ok := w.files[ev.wd]; ok {
 				if ev.mask&unix.IN_IGNORED != 0 {
 					delete(w.files, ev.wd)
@@ -460,6 +494,12 @@ func (w *Watcher) run() error {
 					if !w.cg.Exists() {
 						return fmt.Errorf("watch %s: %w", w.cg.path, ErrGone)
 					}
+					continue
+				}
+				if ev.mask&unix.IN_DELETE != 0 && ev.mask&unix.IN_ISDIR != 0 && ev.name != "" {
+					// A child cgroup was removed: drop its watches, which
+					// kernfs would otherwise keep forever.
+					w.dropChildren(path.Join(rel, ev.name))
 					continue
 				}
 				if ev.mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0 && ev.mask&unix.IN_ISDIR != 0 && ev.name != "" {
