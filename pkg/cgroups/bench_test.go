@@ -219,3 +219,78 @@ func BenchmarkRealV1FreezeThaw(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRealV2FreezeThaw: cgroup.freeze 1/0 with the wait for frozen
+// 1/0 in cgroup.events (inotify), one process, real cgroup v2. The kernel
+// notifies a cgroup file at most once per 10 ms, so back-to-back
+// transitions wait for that; isolated- measures a freeze 25 ms after the
+// previous transition.
+func BenchmarkRealV2FreezeThaw(b *testing.B) {
+	_, cg := realUnified(b)
+	startSleepIn(b, cg)
+	ctx := context.Background()
+	var iso []time.Duration
+	for i := 0; i < b.N; i++ {
+		if err := cg.Freeze(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := cg.Thaw(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		time.Sleep(25 * time.Millisecond)
+		start := time.Now()
+		if err := cg.Freeze(ctx); err != nil {
+			b.Fatal(err)
+		}
+		iso = append(iso, time.Since(start))
+		time.Sleep(25 * time.Millisecond)
+		if err := cg.Thaw(ctx); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(25 * time.Millisecond)
+		b.StartTimer()
+	}
+	reportLatency(b, "isolated-freeze-", iso)
+}
+
+// BenchmarkRealV2PopulatedLatency: a process moved into an empty real v2
+// cgroup -> EventPopulated received (kernel cgroup.events notification),
+// 25 ms after the previous notification (the kernel rate-limits them to
+// one per 10 ms per file).
+func BenchmarkRealV2PopulatedLatency(b *testing.B) {
+	_, cg := realUnified(b)
+	w, err := cg.Watch(WatchOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	var lat []time.Duration
+	procs := filepath.Join(cg.Dir(""), "cgroup.procs")
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		cmd := startSleep(b)
+		b.StartTimer()
+		start := time.Now()
+		if err := writeFile(procs, fmt.Sprint(cmd.Process.Pid)); err != nil {
+			b.Fatal(err)
+		}
+		for ev := range w.Events() {
+			if ev.Kind == EventPopulated {
+				lat = append(lat, time.Since(start))
+				break
+			}
+		}
+		b.StopTimer()
+		cmd.Process.Kill()
+		cmd.Wait()
+		for ev := range w.Events() {
+			if ev.Kind == EventEmptied {
+				break
+			}
+		}
+		time.Sleep(25 * time.Millisecond) // past the kernel's 10 ms notification rate limit
+		b.StartTimer()
+	}
+	reportLatency(b, "", lat)
+}
