@@ -49,7 +49,7 @@ wait_for() {
 		if [ "$(date +%s)" -ge "$end" ]; then
 			fail "timed out after ${limit}s waiting for: $what"
 		fi
-		sleep 0.5
+		sleep 1 # podman CLI calls cost ~1 s of emulated CPU: do not starve the system under test
 	done
 }
 
@@ -178,7 +178,7 @@ s0() {
 s1() {
 	need_qmd
 	wait_for 240 "container qm running (podman ps)" sh -c \
-		"podman ps --filter name='^qm\$' --format '{{.Names}} {{.State}}' | grep -q '^qm running'"
+		"podman ps --filter 'name=^qm\$' --filter status=running --format '{{.Names}}' | grep -qx qm"
 	wait_inner_up qm
 	info "QM systemd: $(inner_state qm); failed units: $(podman exec qm systemctl --failed --plain --no-legend | awk '{ print $1 }' | paste -sd, -)"
 	wait_for 60 "busctl get-property ... ActiveState = active" \
@@ -316,7 +316,12 @@ s5() {
 	local cg scope v apid0 since
 	cg=$(part_cgroup qm)
 	[ -f "$cg/memory.high" ] || fail "no memory.high in $cg"
-	scope=$(basename "$cg")
+	# The scope unit: the nearest *.scope at or above ControlGroup (Podman puts
+	# a systemd container in libpod-<id>.scope/container).
+	scope=$cg
+	while [ "$scope" != /sys/fs/cgroup ] && [ "${scope%.scope}" = "$scope" ]; do scope=$(dirname "$scope"); done
+	scope=$(basename "$scope")
+	info "ControlGroup ${cg#/sys/fs/cgroup}, scope unit $scope"
 	apid0=$(svc asil-bystander.service MainPID)
 	trap 'busctl call '"$BUS $PART/qm $PIF"' SetMemoryHigh tb '"$UINT64_MAX"' true >/dev/null 2>&1 || true' EXIT
 	pcall qm SetMemoryHigh tb 314572800 true >/dev/null || fail "busctl call ... SetMemoryHigh tb 314572800 true failed"
@@ -508,8 +513,13 @@ for n in $list; do
 			echo "=== qmd's structured fields (journalctl -u qmd -o verbose: MESSAGE, QMD_*) ==="
 			journal_since "$start" -u qmd.service -o verbose |
 				grep -E '^[A-Z][a-z]{2} [0-9]{4}-|^ +(MESSAGE|QMD_[A-Z_]+)=' | tail -n 60
-			echo "=== whole journal since the start of scenario $n (last 80 lines) ==="
-			journal_since "$start" -o short-precise | tail -n 80
+			echo "=== state at the failure ==="
+			systemctl status --no-pager qmd.service 2>&1 | head -n 12
+			podman ps -a --format '{{.Names}} {{.State}} {{.Status}} {{.ID}}' 2>&1
+			busctl call "$BUS" "$MGR" "$MIF" ListPartitions 2>&1
+			echo "=== whole journal since the start of scenario $n (last 80 lines, mount noise dropped) ==="
+			journal_since "$start" -o short-precise |
+				grep -vE '(storage-overlay|tmp-crun|userdata-shm)[^ ]*\.mount: Deactivated successfully' | tail -n 80
 		} >"$S/fail-$n.journal" 2>&1 || true
 	fi
 	tail -n 1 "$RESULTS"
