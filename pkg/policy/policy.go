@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,10 +99,19 @@ type Controller struct {
 var _ supervisor.Resources = (*Controller)(nil)
 
 // New finds the partition's cgroup from its init and applies the limits.
-func (h *Host) New(p *config.Partition, pid int, hooks supervisor.Hooks) (supervisor.Resources, error) {
+func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.Hooks) (supervisor.Resources, error) {
+	pid := init.PID
 	cg, err := h.Hier.ForPID(h.ProcRoot, pid)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup of partition %s (pid %d): %w", p.Name, pid, err)
+	}
+	// The policy raises oom_score_adj of every process in this cgroup and
+	// limits its memory: it must be the container's own cgroup, never the
+	// host's (a reused pid, a process that escaped). Podman names the
+	// container's cgroup after its full ID (libpod-<id>[.scope]).
+	if path := cg.Path(); path == "/" || path == "" || init.ContainerID == "" || !strings.Contains(path, init.ContainerID) {
+		return nil, fmt.Errorf("partition %s: pid %d is in cgroup %q, not in container %.12s's: refusing to apply the policy there",
+			p.Name, pid, path, init.ContainerID)
 	}
 	c := &Controller{
 		h: h, cfg: *p, pid: pid, cg: cg, hooks: hooks,

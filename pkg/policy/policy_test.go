@@ -100,23 +100,23 @@ func fakeHost(t testing.TB) (*Host, string) {
 	t.Helper()
 	root, proc := t.TempDir(), t.TempDir()
 	write(t, root, map[string]string{
-		"cgroup.controllers": "cpu memory pids\n",
-		"qm/cgroup.procs":    "100\n",
-		"qm/cgroup.events":   "populated 1\nfrozen 0\n",
-		"qm/cgroup.freeze":   "0\n",
-		"qm/memory.current":  "1073741824\n",
-		"qm/memory.high":     "max\n",
-		"qm/memory.max":      "max\n",
-		"qm/memory.swap.max": "max\n",
-		"qm/memory.events":   "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
-		"qm/cpu.max":         "max 100000\n",
-		"qm/cpu.weight":      "100\n",
-		"qm/cpu.idle":        "0\n",
-		"qm/pids.max":        "max\n",
-		"qm/pids.events":     "max 0\n",
+		"cgroup.controllers":              "cpu memory pids\n",
+		"libpod-0123abcd/cgroup.procs":    "100\n",
+		"libpod-0123abcd/cgroup.events":   "populated 1\nfrozen 0\n",
+		"libpod-0123abcd/cgroup.freeze":   "0\n",
+		"libpod-0123abcd/memory.current":  "1073741824\n",
+		"libpod-0123abcd/memory.high":     "max\n",
+		"libpod-0123abcd/memory.max":      "max\n",
+		"libpod-0123abcd/memory.swap.max": "max\n",
+		"libpod-0123abcd/memory.events":   "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
+		"libpod-0123abcd/cpu.max":         "max 100000\n",
+		"libpod-0123abcd/cpu.weight":      "100\n",
+		"libpod-0123abcd/cpu.idle":        "0\n",
+		"libpod-0123abcd/pids.max":        "max\n",
+		"libpod-0123abcd/pids.events":     "max 0\n",
 	})
 	write(t, proc, map[string]string{
-		"100/cgroup":        "0::/qm\n",
+		"100/cgroup":        "0::/libpod-0123abcd\n",
 		"100/oom_score_adj": "500\n",
 		"100/comm":          "init\n",
 	})
@@ -146,19 +146,19 @@ func read(t testing.TB, p string) string {
 func TestLimitsAppliedAtStart(t *testing.T) {
 	h, root := fakeHost(t)
 	r := newRecorder()
-	if _, err := h.New(partitionConfig(), 100, r.hooks()); err != nil {
+	if _, err := h.New(partitionConfig(), supervisor.Init{ContainerID: "0123abcd", PID: 100}, r.hooks()); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t, filepath.Join(root, "qm/memory.max")); got != "4294967296" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.max")); got != "4294967296" {
 		t.Errorf("memory.max = %s", got)
 	}
-	if got := read(t, filepath.Join(root, "qm/memory.swap.max")); got != "0" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.swap.max")); got != "0" {
 		t.Errorf("memory.swap.max = %s", got)
 	}
-	if got := read(t, filepath.Join(root, "qm/cpu.idle")); got != "1" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/cpu.idle")); got != "1" {
 		t.Errorf("cpu.idle = %s (CPUWeight=idle)", got)
 	}
-	if got := read(t, filepath.Join(root, "qm/pids.max")); got != "2097152" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/pids.max")); got != "2097152" {
 		t.Errorf("pids.max = %s, want 50%% of pid_max", got)
 	}
 }
@@ -167,15 +167,15 @@ func TestDryRunAppliesNothing(t *testing.T) {
 	h, root := fakeHost(t)
 	h.DryRun = true
 	r := newRecorder()
-	c, err := h.New(partitionConfig(), 100, r.hooks())
+	c, err := h.New(partitionConfig(), supervisor.Init{ContainerID: "0123abcd", PID: 100}, r.hooks())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t, filepath.Join(root, "qm/memory.max")); got != "max" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.max")); got != "max" {
 		t.Errorf("dry run wrote memory.max = %s", got)
 	}
 	c.(*Controller).onMemoryPressure(time.Now())
-	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "max" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != "max" {
 		t.Errorf("dry run throttled: memory.high = %s", got)
 	}
 	if r.count(incident.Throttle) != 1 {
@@ -188,7 +188,7 @@ func TestOOMKillAndForkBombReactions(t *testing.T) {
 	r := newRecorder()
 	p := partitionConfig()
 	p.Pids.ForkBombRestarts = 2
-	res, err := h.New(p, 100, r.hooks())
+	res, err := h.New(p, supervisor.Init{ContainerID: "0123abcd", PID: 100}, r.hooks())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestOOMKillAndForkBombReactions(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	time.Sleep(100 * time.Millisecond) // watcher baseline read
 
-	write(t, root, map[string]string{"qm/memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"})
+	write(t, root, map[string]string{"libpod-0123abcd/memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"})
 	r.waitFor(t, "oom-kill incident", func() bool { return r.count(incident.OOMKill) == 1 })
 	r.mu.Lock()
 	if r.ooms != 1 {
@@ -206,14 +206,14 @@ func TestOOMKillAndForkBombReactions(t *testing.T) {
 	}
 	r.mu.Unlock()
 
-	write(t, root, map[string]string{"qm/pids.events": "max 1\n"})
+	write(t, root, map[string]string{"libpod-0123abcd/pids.events": "max 1\n"})
 	r.waitFor(t, "first fork-bomb incident", func() bool { return r.count(incident.ForkBomb) == 1 })
 	r.mu.Lock()
 	if len(r.restarts) != 0 {
 		t.Error("restarted after one pids.max event")
 	}
 	r.mu.Unlock()
-	write(t, root, map[string]string{"qm/pids.events": "max 2\n"})
+	write(t, root, map[string]string{"libpod-0123abcd/pids.events": "max 2\n"})
 	r.waitFor(t, "restart after the second", func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.restarts) == 1 })
 }
 
@@ -223,14 +223,14 @@ func TestPressureThrottlesAndRestores(t *testing.T) {
 	p := partitionConfig()
 	p.Pressure.Step, _ = config.ParseSize("256M")
 	p.Pressure.Floor, _ = config.ParseSize("512M")
-	res, err := h.New(p, 100, r.hooks())
+	res, err := h.New(p, supervisor.Init{ContainerID: "0123abcd", PID: 100}, r.hooks())
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := res.(*Controller)
 	t0 := time.Now()
 	c.onMemoryPressure(t0)
-	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "805306368" { // 1G usage - 256M
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != "805306368" { // 1G usage - 256M
 		t.Fatalf("memory.high after pressure = %s", got)
 	}
 	r.mu.Lock()
@@ -240,7 +240,7 @@ func TestPressureThrottlesAndRestores(t *testing.T) {
 	r.mu.Unlock()
 	c.onMemoryPressure(t0.Add(time.Second))
 	c.onMemoryPressure(t0.Add(2 * time.Second))
-	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "536870912" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != "536870912" {
 		t.Fatalf("memory.high must stop at the floor 512M, got %s", got)
 	}
 	if more := c.onQuiet(t0.Add(10 * time.Second)); !more {
@@ -251,7 +251,7 @@ func TestPressureThrottlesAndRestores(t *testing.T) {
 			break
 		}
 	}
-	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "max" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != "max" {
 		t.Errorf("memory.high after restore = %s, want max", got)
 	}
 	if r.count(incident.Unthrottle) == 0 {
@@ -261,7 +261,7 @@ func TestPressureThrottlesAndRestores(t *testing.T) {
 
 func TestSetMemoryHighRejectsAboveMax(t *testing.T) {
 	h, root := fakeHost(t)
-	res, err := h.New(partitionConfig(), 100, newRecorder().hooks())
+	res, err := h.New(partitionConfig(), supervisor.Init{ContainerID: "0123abcd", PID: 100}, newRecorder().hooks())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestSetMemoryHighRejectsAboveMax(t *testing.T) {
 	if err := res.SetMemoryHigh(1 << 30); err != nil {
 		t.Fatal(err)
 	}
-	if got := read(t, filepath.Join(root, "qm/memory.high")); got != "1073741824" {
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != "1073741824" {
 		t.Errorf("memory.high = %s", got)
 	}
 	if err := res.SetMemoryHigh(infinity); err != nil {
@@ -312,7 +312,7 @@ func BenchmarkPressureToMemoryHigh(b *testing.B) {
 	p := partitionConfig()
 	p.Pressure.Step, _ = config.ParseSize("1M")
 	p.Pressure.Floor, _ = config.ParseSize("1M")
-	res, err := h.New(p, 100, newRecorder().hooks())
+	res, err := h.New(p, supervisor.Init{ContainerID: "0123abcd", PID: 100}, newRecorder().hooks())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -332,4 +332,20 @@ func BenchmarkPressureToMemoryHigh(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(worst.Microseconds())/1000, "max-ms")
+}
+
+// A pid that is not in the container's cgroup (reused by a host process
+// after the init died) must never get the policy: it would raise every
+// host process's oom_score_adj and limit the host's memory.
+func TestRefusesForeignCgroup(t *testing.T) {
+	h, _ := fakeHost(t)
+	write(t, h.ProcRoot, map[string]string{"200/cgroup": "0::/\n", "300/cgroup": "0::/system.slice/brakes.service\n"})
+	for _, pid := range []int{200, 300} {
+		if _, err := h.New(partitionConfig(), supervisor.Init{ContainerID: "0123abcd", PID: pid}, newRecorder().hooks()); err == nil {
+			t.Errorf("pid %d outside the container accepted", pid)
+		}
+	}
+	if _, err := h.New(partitionConfig(), supervisor.Init{PID: 100}, newRecorder().hooks()); err == nil {
+		t.Error("no container ID accepted")
+	}
 }

@@ -359,7 +359,7 @@ func (p *partition) attachResources(ctx context.Context) {
 		SetState: func(s State, reason string) { p.resMsg(resourceMsg{gen: gen, state: s, reason: reason}) },
 		Sink:     p.s.sink,
 	}
-	r, err := p.s.newResources(p.cfg, p.st.MainPID, hooks)
+	r, err := p.s.newResources(p.cfg, Init{ContainerID: p.st.ContainerID, PID: p.st.MainPID}, hooks)
 	if err != nil {
 		p.log.Warn("resource policy not applied", zap.Error(err))
 		return

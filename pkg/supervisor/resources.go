@@ -51,8 +51,18 @@ type Hooks struct {
 	Sink incident.Sink
 }
 
-// ResourceFactory builds the policy for a partition whose init runs as pid.
-type ResourceFactory func(p *config.Partition, pid int, h Hooks) (Resources, error)
+// Init names the running partition a policy is made for: its container and
+// the host pid of its init.
+type Init struct {
+	ContainerID string
+	PID         int
+}
+
+// ResourceFactory builds the policy for a partition whose init runs as
+// init.PID. It must refuse a pid that is not in the container's cgroup (a
+// pid reused by a host process after the init died): the policy writes to
+// every process of that cgroup.
+type ResourceFactory func(p *config.Partition, init Init, h Hooks) (Resources, error)
 
 // resourceMsg is a report from the policy, handled in the partition loop.
 type resourceMsg struct {

@@ -230,8 +230,14 @@ func StartQMD(t testing.TB, cfg string, env ...string) *QMD {
 		t.Fatal(err)
 	}
 	go q.read(stderr)
+	// qmd must never touch host processes: the test process and PID 1 keep
+	// their oom_score_adj.
+	before := hostScores()
 	t.Cleanup(func() {
 		q.Stop()
+		if after := hostScores(); after != before {
+			t.Errorf("qmd changed host processes' oom_score_adj: %s -> %s", before, after)
+		}
 		if t.Failed() {
 			t.Logf("qmd log:\n%s", q.Log())
 		}
@@ -259,6 +265,15 @@ func (q *QMD) read(r io.Reader) {
 	close(q.done)
 	q.cond.Broadcast()
 	q.mu.Unlock()
+}
+
+func hostScores() string {
+	var out []string
+	for _, pid := range []string{"1", "self"} {
+		b, _ := os.ReadFile("/proc/" + pid + "/oom_score_adj")
+		out = append(out, pid+"="+strings.TrimSpace(string(b)))
+	}
+	return strings.Join(out, ",")
 }
 
 // Log returns everything qmd logged.
