@@ -61,10 +61,16 @@ func (c *Controller) Run(ctx context.Context) error {
 	restore := time.NewTimer(time.Hour)
 	restore.Stop()
 	defer restore.Stop()
+	// cgroup v1 pids.events counts without notifying: re-read the
+	// counters on the resync tick (the only periodic wakeup).
+	resync := time.NewTicker(c.h.Resync)
+	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-resync.C:
+			w.Resync()
 		case ev, ok := <-w.Events():
 			if !ok {
 				return w.Err()
