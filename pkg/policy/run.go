@@ -63,7 +63,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer restore.Stop()
 	// cgroup v1 pids.events counts without notifying: re-read the
 	// counters on the resync tick (the only periodic wakeup).
-	resync := time.NewTicker(c.h.Resync)
+	every := c.h.Resync
+	if every <= 0 {
+		every = oom.DefaultResync
+	}
+	resync := time.NewTicker(every)
 	defer resync.Stop()
 	for {
 		select {
