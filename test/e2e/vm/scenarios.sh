@@ -36,6 +36,10 @@ T0=$(date +%s)
 say() { printf '%s [s%s +%ss] %s\n' "$(date +%H:%M:%S)" "${N:-?}" "$(( $(date +%s) - T0 ))" "$*"; }
 # fail WHY: end the scenario with this reason.
 fail() { say "FAIL: $*"; printf '%s\n' "$*" >"$REASON"; exit 1; }
+# check_later WHY: record a failed check, go on; the scenario fails at its end
+# with every such reason (for checks that do not block the ones after them).
+LATER=()
+check_later() { say "FAILED CHECK: $*"; LATER+=("$*"); }
 # info TEXT: a measurement line in the results.
 info() { say "INFO: $*"; printf 'INFO %s %s\n' "$N" "$*" >>"$RESULTS"; }
 now_ns() { date +%s%N; }
@@ -185,7 +189,7 @@ s1() {
 		sh -c "busctl get-property $BUS $PART/qm $PIF ActiveState | grep -qx 's \"active\"'"
 	local status
 	status=$(systemctl status --no-pager qmd.service | grep -E '^ *Status: "' || true)
-	[ -n "$status" ] || fail "systemctl status qmd shows no Status: line (sd_notify STATUS=)"
+	[ -n "$status" ] || check_later "systemctl status qmd shows no Status: line (sd_notify STATUS=)"
 	info "systemctl status qmd:$(echo "$status" | sed 's/^ *Status://')"
 	info "qmd.service active after $(svc qmd.service ActiveEnterTimestampMonotonic | awk '{ printf "%.1f", $1 / 1e6 }')s of uptime"
 }
@@ -249,10 +253,10 @@ s3() {
 		echo "$r" >>/tmp/crash-qmd
 	done
 	n1=$(prop qm NRestarts)
-	[ "$n1" -ge $(( n0 + reps )) ] || fail "NRestarts went from $n0 to $n1 after $reps crashes"
+	[ "$n1" -ge $(( n0 + reps )) ] || check_later "NRestarts went from $n0 to $n1 after $reps crashes"
 	local entries
 	entries=$(journal_since "$since" -u qmd.service QMD_EVENT=restart QMD_PARTITION=qm -o verbose)
-	[ -n "$entries" ] || fail "journalctl -u qmd QMD_EVENT=restart QMD_PARTITION=qm has no entry"
+	[ -n "$entries" ] || check_later "journalctl -u qmd QMD_EVENT=restart QMD_PARTITION=qm has no entry"
 	info "journal restart entries: $(echo "$entries" | grep -c '^    MESSAGE=' || true); NRestarts $n0 -> $n1"
 
 	# The same container under plain systemd Restart=always.
@@ -327,9 +331,9 @@ s5() {
 	pcall qm SetMemoryHigh tb 314572800 true >/dev/null || fail "busctl call ... SetMemoryHigh tb 314572800 true failed"
 	wait_for 10 "$cg/memory.high = 314572800" sh -c "[ \"\$(cat $cg/memory.high)\" = 314572800 ]"
 	v=$(svc "$scope" MemoryHigh)
-	[ "$v" = 314572800 ] || fail "systemctl show -p MemoryHigh $scope is '$v', want 314572800"
+	[ "$v" = 314572800 ] || check_later "systemctl show -p MemoryHigh $scope is '$v', want 314572800"
 	v=$(prop qm MemoryHigh)
-	[ "$v" = 314572800 ] || fail "partition MemoryHigh property is '$v', want 314572800"
+	[ "$v" = 314572800 ] || check_later "partition MemoryHigh property is '$v', want 314572800"
 
 	# A memory hog inside QM, in a unit of QM's own systemd with a low MemoryMax.
 	since=$(date +%s)
@@ -339,10 +343,12 @@ s5() {
 		fail "the memory hog inside QM was not killed (MemoryMax=64M): $out"
 	fi
 	say "hog: $out"
-	wait_for 90 "ListIncidents stu qm 0 100 contains an oom-kill" sh -c \
-		"busctl call $BUS $MGR $MIF ListIncidents stu qm 0 100 | grep -q '\"oom-kill\"'"
-	wait_for 30 "journalctl -u qmd QMD_EVENT=oom-kill non-empty" sh -c \
-		"journalctl -q --no-pager -u qmd.service QMD_EVENT=oom-kill --since @$since | grep -q ."
+	(wait_for 90 "ListIncidents stu qm 0 100 contains an oom-kill" sh -c \
+		"busctl call $BUS $MGR $MIF ListIncidents stu qm 0 100 | grep -q '\"oom-kill\"'") ||
+		check_later "no oom-kill in ListIncidents stu qm 0 100 within 90s"
+	(wait_for 30 "journalctl -u qmd QMD_EVENT=oom-kill non-empty" sh -c \
+		"journalctl -q --no-pager -u qmd.service QMD_EVENT=oom-kill --since @$since | grep -q .") ||
+		check_later "journalctl -u qmd QMD_EVENT=oom-kill is empty"
 	info "NOOMKills $(prop qm NOOMKills)"
 
 	systemctl is-active -q asil-bystander.service || fail "asil-bystander.service is not active"
@@ -475,6 +481,9 @@ run_one() { # in its own process: set -e ends it at the first unexpected error
 	trap 'rc=$?; [ -s "$REASON" ] || printf "unexpected failure (rc %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >"$REASON"' ERR
 	say "scenario $N ${NAMES[$N]} starting"
 	"s$N"
+	if [ ${#LATER[@]} -gt 0 ]; then
+		fail "$(printf '%s; ' "${LATER[@]}" | sed 's/; $//')"
+	fi
 	say "scenario $N done"
 }
 
