@@ -101,6 +101,12 @@ wait_inner_up() {
 	done
 }
 
+# need_running: the partition qm must be running; say why not otherwise.
+need_running() {
+	ctr_running qm && return 0
+	fail "partition qm is not running (D-Bus ActiveState/SubState/Result: $(prop qm ActiveState 2>&1)/$(prop qm SubState 2>&1)/$(prop qm Result 2>&1); podman: $(ctr qm .State.Status || echo no container), last qmd error: $(journalctl -q --no-pager -u qmd.service -o verbose -n 200 | sed -n 's/^ *QMD_ERROR=//p' | tail -n 1)"
+}
+
 # The partition's cgroup directory, from qmd's ControlGroup property.
 part_cgroup() {
 	local cg
@@ -181,8 +187,9 @@ s0() {
 # ActiveState active, STATUS= shown by systemctl status.
 s1() {
 	need_qmd
-	wait_for 240 "container qm running (podman ps)" sh -c \
-		"podman ps --filter 'name=^qm\$' --filter status=running --format '{{.Names}}' | grep -qx qm"
+	(wait_for 240 "container qm running (podman ps)" sh -c \
+		"podman ps --filter 'name=^qm\$' --filter status=running --format '{{.Names}}' | grep -qx qm") ||
+		need_running
 	wait_inner_up qm
 	info "QM systemd: $(inner_state qm); failed units: $(podman exec qm systemctl --failed --plain --no-legend | awk '{ print $1 }' | paste -sd, -)"
 	wait_for 60 "busctl get-property ... ActiveState = active" \
@@ -197,7 +204,7 @@ s1() {
 # 2: oom_score_adj: partition init 500, nested container 750, ASIL keeps -800.
 s2() {
 	need_qmd
-	ctr_running qm || fail "partition qm is not running"
+	need_running
 	local pid adj
 	pid=$(ctr qm .State.Pid)
 	adj=$(cat "/proc/$pid/oom_score_adj")
@@ -242,7 +249,7 @@ crash_once() {
 s3() {
 	need_qmd
 	local reps=${E2E_CRASH_REPS:-3} since n0 n1 i r
-	ctr_running qm || fail "partition qm is not running"
+	need_running
 	wait_inner_up qm
 	since=$(date +%s)
 	n0=$(prop qm NRestarts)
@@ -316,7 +323,7 @@ s4() {
 # kill inside QM is detected; the ASIL bystander is unharmed.
 s5() {
 	need_qmd
-	ctr_running qm || fail "partition qm is not running"
+	need_running
 	local cg scope v apid0 since
 	cg=$(part_cgroup qm)
 	[ -f "$cg/memory.high" ] || fail "no memory.high in $cg"
@@ -361,7 +368,7 @@ s5() {
 # stops, memory.high is restored.
 s6() {
 	need_qmd
-	ctr_running qm || fail "partition qm is not running"
+	need_running
 	local cg mh0 t v
 	cg=$(part_cgroup qm)
 	mh0=$(mem_high "$cg")
@@ -395,7 +402,7 @@ s6() {
 # 7: systemctl restart qmd leaves the partition alone.
 s7() {
 	need_qmd
-	ctr_running qm || fail "partition qm is not running"
+	need_running
 	local id0 st0 pid0 inc0 inc1 since
 	id0=$(ctr qm .Id); st0=$(ctr qm .State.StartedAt); pid0=$(ctr qm .State.Pid)
 	inc0=$(mcall ListIncidents stu qm 0 1000 | awk '{ print $2 }')
@@ -447,7 +454,7 @@ s8() {
 # 9: watchdog: a frozen qmd is restarted by systemd; the partition stays.
 s9() {
 	need_qmd
-	ctr_running qm || fail "partition qm is not running"
+	need_running
 	local wd pid0 n0 id0 limit t
 	local wd_s
 	wd=$(svc qmd.service WatchdogUSec) # like "30s" or "1min 30s"
