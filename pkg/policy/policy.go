@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	pathpkg "path"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,6 +105,16 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 	cg, err := h.Hier.ForPID(h.ProcRoot, pid)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup of partition %s (pid %d): %w", p.Name, pid, err)
+	}
+	// With systemd mode on cgroup v2, Podman runs the init in a "container"
+	// child of the container's scope (libpod-<id>.scope/container). The
+	// partition is the whole scope: limits go there (and through systemd,
+	// as a unit property of the scope).
+	if path := cg.Path(); cg.Version() == cgroups.V2 && pathpkg.Base(path) == "container" &&
+		strings.HasPrefix(pathpkg.Base(pathpkg.Dir(path)), "libpod-") {
+		if cg, err = h.Hier.Open(pathpkg.Dir(path)); err != nil {
+			return nil, fmt.Errorf("cgroup of partition %s: %w", p.Name, err)
+		}
 	}
 	// The policy raises oom_score_adj of every process in this cgroup and
 	// limits its memory: it must be the container's own cgroup, never the

@@ -349,3 +349,27 @@ func TestRefusesForeignCgroup(t *testing.T) {
 		t.Error("no container ID accepted")
 	}
 }
+
+// Systemd mode on cgroup v2: the init runs in libpod-<id>.scope/container;
+// the policy applies to the scope.
+func TestSystemdModeUsesTheScope(t *testing.T) {
+	h, root := fakeHost(t)
+	write(t, root, map[string]string{
+		"libpod-0123abcd/container/cgroup.procs": "400\n",
+		"libpod-0123abcd/container/memory.max":   "max\n",
+	})
+	write(t, h.ProcRoot, map[string]string{"400/cgroup": "0::/libpod-0123abcd/container\n"})
+	res, err := h.New(partitionConfig(), supervisor.Init{ContainerID: "0123abcd", PID: 400}, newRecorder().hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Usage().CgroupPath; got != "/libpod-0123abcd" {
+		t.Errorf("policy cgroup %s, want the scope", got)
+	}
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.max")); got != "4294967296" {
+		t.Errorf("scope memory.max = %s", got)
+	}
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/container/memory.max")); got != "max" {
+		t.Errorf("limit written to the init's child cgroup: %s", got)
+	}
+}
