@@ -141,34 +141,26 @@ func (s *Supervisor) SetOOMScoreAdjust(name string, v int, runtime bool) error {
 // Freeze freezes the partition's cgroup. The work runs in the background;
 // the state turns "frozen" when the kernel confirms.
 func (s *Supervisor) Freeze(name string) error {
-	r, p, err := s.resources(name)
-	if err != nil {
-		return err
-	}
-	go func() {
-		if err := r.Freeze(context.Background()); err != nil {
-			p.log.Error("freeze failed", zap.Error(err))
-			return
-		}
-		p.resMsg(resourceMsg{state: Frozen, reason: "freeze requested"})
-		s.sink.Record(incident.Incident{Partition: name, Type: incident.Freeze, Summary: "partition frozen on request"})
-	}()
-	return nil
+	return s.freezer(name, Resources.Freeze, Frozen, incident.Freeze, "frozen")
 }
 
 // Thaw thaws a frozen partition.
 func (s *Supervisor) Thaw(name string) error {
+	return s.freezer(name, Resources.Thaw, Running, incident.Thaw, "thawed")
+}
+
+func (s *Supervisor) freezer(name string, op func(Resources, context.Context) error, to State, t incident.Type, done string) error {
 	r, p, err := s.resources(name)
 	if err != nil {
 		return err
 	}
 	go func() {
-		if err := r.Thaw(context.Background()); err != nil {
-			p.log.Error("thaw failed", zap.Error(err))
+		if err := op(r, context.Background()); err != nil {
+			p.log.Error("partition not "+done, zap.Error(err))
 			return
 		}
-		p.resMsg(resourceMsg{state: Running, reason: "thaw requested"})
-		s.sink.Record(incident.Incident{Partition: name, Type: incident.Thaw, Summary: "partition thawed on request"})
+		p.resMsg(resourceMsg{state: to, reason: string(t) + " requested"})
+		s.sink.Record(incident.Incident{Partition: name, Type: t, Summary: "partition " + done + " on request"})
 	}()
 	return nil
 }
