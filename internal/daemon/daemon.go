@@ -126,8 +126,10 @@ func Run(ctx context.Context, opts Options) error {
 		for _, w := range next.Warnings {
 			log.Warn("configuration adjusted to this host", zap.String("reason", w))
 		}
-		if err := level.UnmarshalText([]byte(next.Log.Level)); err == nil && opts.LogLevel == "" {
-			log.Info("log level", zap.String("level", next.Log.Level))
+		if opts.LogLevel == "" && level.String() != next.Log.Level {
+			if err := level.UnmarshalText([]byte(next.Log.Level)); err == nil {
+				log.Info("log level changed", zap.String("level", next.Log.Level))
+			}
 		}
 		if err := sup.Reload(next); err != nil {
 			return err
