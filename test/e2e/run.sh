@@ -38,7 +38,7 @@ main() {
 	. "$build/image.env"
 	t_image=$(( $(date +%s) - t0 ))
 	raw=$build/vm-$KEY.raw
-	if [ ! -f "$raw" ]; then
+	if [ ! -f "$raw" ] || [ "$raw" -ot "$IMAGE" ]; then
 		log "unpacking $IMAGE"
 		zstd -q -d --sparse -f "$IMAGE" -o "$raw.tmp"
 		mv "$raw.tmp" "$raw"

@@ -104,7 +104,7 @@ wait_inner_up() {
 # need_running: the partition qm must be running; say why not otherwise.
 need_running() {
 	ctr_running qm && return 0
-	fail "partition qm is not running (D-Bus ActiveState/SubState/Result: $(prop qm ActiveState 2>&1)/$(prop qm SubState 2>&1)/$(prop qm Result 2>&1); podman: $(ctr qm .State.Status || echo no container), last qmd error: $(journalctl -q --no-pager -u qmd.service -o verbose -n 200 | sed -n 's/^ *QMD_ERROR=//p' | tail -n 1)"
+	fail "partition qm is not running (D-Bus ActiveState/SubState/Result: $(prop qm ActiveState 2>&1)/$(prop qm SubState 2>&1)/$(prop qm Result 2>&1); podman: $(ctr qm .State.Status || echo no container), last qmd error: $(journalctl -q --no-pager -u qmd.service QMD_PARTITION=qm -o verbose -n 100 | sed -n 's/^ *QMD_ERROR=//p' | tail -n 1)"
 }
 
 # The partition's cgroup directory, from qmd's ControlGroup property.
