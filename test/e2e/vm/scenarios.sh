@@ -131,7 +131,8 @@ journal_since() { # journal_since EPOCH [journalctl args...]
 s0() {
 	[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] || fail "/sys/fs/cgroup is not cgroup v2"
 	systemctl is-active -q podman.socket || fail "podman.socket is not active"
-	local t=$(now_ns)
+	local t
+	t=$(now_ns)
 	podman run --rm --network none --rootfs "$BUSYBOX_ROOTFS" /bin/true ||
 		fail "podman run of a busybox rootfs failed"
 	info "podman run --rm busybox: $(secs $(( $(now_ns) - t )))s"
@@ -214,7 +215,8 @@ s2() {
 	podman exec qm podman run -d --rm --name e2e-nested --network none \
 		--rootfs "$NESTED_ROOTFS" /bin/sleep 1000 >/dev/null ||
 		fail "podman exec qm podman run -d ... (nested container) failed"
-	local npid t=$(now_ns)
+	local npid t
+	t=$(now_ns)
 	npid=$(podman exec qm podman inspect -f '{{.State.Pid}}' e2e-nested)
 	local wait=${E2E_RESYNC_WAIT:-90}
 	nested_adj() { podman exec qm cat "/proc/$npid/oom_score_adj"; }
@@ -301,7 +303,7 @@ s4() {
 	journal_since "$since" -u qmd.service QMD_EVENT=start-limit QMD_PARTITION=crashloop | grep -q . ||
 		info "no QMD_EVENT=start-limit journal entry for crashloop (not required)"
 
-	local t_reset=$(date +%s) seen=
+	local t_reset seen=
 	sleep 1
 	t_reset=$(date +%s)
 	pcall crashloop ResetFailed >/dev/null || fail "busctl call ... ResetFailed failed"
