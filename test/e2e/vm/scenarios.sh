@@ -199,6 +199,9 @@ s1() {
 	status=$(systemctl status --no-pager qmd.service | grep -E '^ *Status: "' || true)
 	[ -n "$status" ] || check_later "systemctl status qmd shows no Status: line (sd_notify STATUS=)"
 	info "systemctl status qmd:$(echo "$status" | sed 's/^ *Status://')"
+	local nr
+	nr=$(svc qmd.service NRestarts)
+	[ "$nr" = 0 ] || check_later "qmd.service was restarted $nr time(s) since boot ($(journalctl -q --no-pager -u qmd.service | grep -m1 -E 'Watchdog timeout|Main process exited' || echo 'see journal'))"
 	info "qmd.service active after $(svc qmd.service ActiveEnterTimestampMonotonic | awk '{ printf "%.1f", $1 / 1e6 }')s of uptime"
 }
 
@@ -473,6 +476,8 @@ s9() {
 	limit=$(( 2 * wd_s + ${E2E_WATCHDOG_SLACK:-30} ))
 	wait_for "$limit" "qmd.service NRestarts > $n0 after SIGSTOP (WatchdogSec=${wd_s}s)" \
 		sh -c "[ \"\$(systemctl show -p NRestarts --value qmd.service)\" -gt $n0 ]"
+	journal_since "$(( t / 1000000000 ))" -u qmd.service | grep -q 'Watchdog timeout' ||
+		check_later "no 'Watchdog timeout' from systemd for qmd.service: restarted for another reason"
 	info "watchdog restart scheduled after $(secs $(( $(now_ns) - t )))s (WatchdogSec ${wd_s}s)"
 	wait_for 120 "qmd.service active again" systemctl is-active -q qmd.service
 	[ "$(svc qmd.service MainPID)" != "$pid0" ] || fail "qmd MainPID unchanged"
