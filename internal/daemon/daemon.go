@@ -101,7 +101,7 @@ func Run(ctx context.Context, opts Options) error {
 	})
 
 	rt := podman.New(cfg.Podman.Socket, cfg.Podman.Timeout.Duration)
-	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch}
+	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch, PodmanTimeout: cfg.Podman.Timeout.Duration}
 	if opts.Resources != nil {
 		sopts.Resources = opts.Resources(cfg, log)
 	}

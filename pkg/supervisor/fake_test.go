@@ -23,6 +23,8 @@ type fakeRuntime struct {
 	starts     int
 	removes    int
 	clock      func() time.Time
+	// startGate, when set, blocks Start until it is closed (a slow Podman).
+	startGate chan struct{}
 }
 
 type fakeCtr struct {
@@ -103,6 +105,12 @@ func (f *fakeRuntime) Create(_ context.Context, p *config.Partition) (string, er
 }
 
 func (f *fakeRuntime) Start(_ context.Context, id string) error {
+	f.mu.Lock()
+	gate := f.startGate
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {

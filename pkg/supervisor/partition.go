@@ -50,6 +50,9 @@ type partition struct {
 	exits   chan exited
 	configs chan *config.Partition
 	pings   chan chan struct{}
+	// busy is when the loop started its current piece of work (unix
+	// nanos), 0 while it waits for input.
+	busy    atomic.Int64
 	resMsgs chan resourceMsg
 	edits   chan func(*config.Partition)
 
@@ -147,46 +150,67 @@ func (p *partition) send(c command) error {
 
 func (p *partition) run(ctx context.Context) {
 	defer p.stopWait()
+	p.busy.Store(time.Now().UnixNano())
 	p.reconcile(ctx, "qmd started")
+	p.busy.Store(0)
 	p.markReady()
 	for {
 		var retry <-chan time.Time
 		if p.retry != nil {
 			retry = p.retry.C()
 		}
+		var job func()
 		select {
 		case <-ctx.Done():
 			if p.retry != nil {
 				p.retry.Stop()
 			}
 			return
-		case c := <-p.cmds:
-			p.handleCommand(ctx, c)
-		case ev := <-p.events:
-			p.handleEvent(ctx, ev)
-		case ex := <-p.exits:
-			if ex.id == p.st.ContainerID && (ex.pid == 0 || ex.pid == p.st.MainPID) {
-				reason := fmt.Sprintf("wait returned exit code %d", ex.code)
-				if ex.source != "" {
-					reason = ex.source
-				}
-				p.containerGone(ctx, reason, ex.pid)
-			}
-		case <-retry:
-			p.retry = nil
-			p.start(ctx, "restart after backoff")
-		case cfg := <-p.configs:
-			p.applyConfig(cfg)
 		case reply := <-p.pings:
 			close(reply)
+		case c := <-p.cmds:
+			job = func() { p.handleCommand(ctx, c) }
+		case ev := <-p.events:
+			job = func() { p.handleEvent(ctx, ev) }
+		case ex := <-p.exits:
+			job = func() { p.handleExit(ctx, ex) }
+		case <-retry:
+			p.retry = nil
+			job = func() { p.start(ctx, "restart after backoff") }
+		case cfg := <-p.configs:
+			p.applyConfig(cfg)
 		case m := <-p.resMsgs:
-			p.handleResource(ctx, m)
+			job = func() { p.handleResource(ctx, m) }
 		case edit := <-p.edits:
 			c := *p.cfg
 			edit(&c)
 			p.applyConfig(&c)
 		}
+		if job != nil {
+			// Work may wait on Podman (bounded by its timeouts); the
+			// watchdog's health check reads how long.
+			p.busy.Store(time.Now().UnixNano())
+			job()
+			p.busy.Store(0)
+		}
 	}
+}
+
+func (p *partition) handleExit(ctx context.Context, ex exited) {
+	if ex.id != p.st.ContainerID || (ex.pid != 0 && ex.pid != p.st.MainPID) {
+		return
+	}
+	reason := fmt.Sprintf("wait returned exit code %d", ex.code)
+	if ex.source != "" {
+		reason = ex.source
+	}
+	p.containerGone(ctx, reason, ex.pid)
+}
+
+// maxBusy is how long one piece of work may legitimately take: a stop
+// (stop timeout) and a start (a few bounded Podman calls).
+func (p *partition) maxBusy() time.Duration {
+	return p.cfg.StopTimeout.Duration + 4*p.s.podmanTimeout + 10*time.Second
 }
 
 // setState records a transition and publishes it.

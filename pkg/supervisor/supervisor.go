@@ -37,6 +37,9 @@ type Options struct {
 	// (procwatch.Watch: a pidfd). Podman's events and Wait remain the
 	// portable sources.
 	ProcWatch func(ctx context.Context, pid int) (<-chan struct{}, error)
+	// PodmanTimeout is the deadline of one Podman call (for the health
+	// check's idea of how long work may take); default 10 s.
+	PodmanTimeout time.Duration
 	// Reconnect bounds the delays between reconnection attempts.
 	ReconnectInitial, ReconnectMax time.Duration
 }
@@ -50,8 +53,9 @@ type Supervisor struct {
 	rand  func() float64
 	recon *backoff.Backoff
 
-	newResources ResourceFactory
-	procWatch    func(ctx context.Context, pid int) (<-chan struct{}, error)
+	newResources  ResourceFactory
+	procWatch     func(ctx context.Context, pid int) (<-chan struct{}, error)
+	podmanTimeout time.Duration
 
 	podmanUp atomic.Bool
 
@@ -88,7 +92,10 @@ func New(cfg *config.Config, o Options) *Supervisor {
 	s := &Supervisor{
 		rt: o.Runtime, sink: o.Sink, log: o.Log, clock: o.Clock, rand: o.Rand,
 		cfg: cfg, partitions: map[string]*partition{}, ready: make(chan struct{}),
-		newResources: o.Resources, procWatch: o.ProcWatch,
+		newResources: o.Resources, procWatch: o.ProcWatch, podmanTimeout: o.PodmanTimeout,
+	}
+	if s.podmanTimeout <= 0 {
+		s.podmanTimeout = 10 * time.Second
 	}
 	s.recon = backoff.New(o.ReconnectInitial, o.ReconnectMax)
 	if o.Rand != nil {
@@ -409,11 +416,22 @@ func (s *Supervisor) Health(ctx context.Context) error {
 	parts := s.sortedLocked()
 	s.mu.RUnlock()
 	for _, p := range parts {
+		if since := p.busy.Load(); since != 0 {
+			// Busy with bounded Podman work: healthy unless stuck beyond
+			// every timeout that work has.
+			if d := time.Since(time.Unix(0, since)); d > p.maxBusy() {
+				return fmt.Errorf("partition %s: loop stuck for %s", p.cfg.Name, d.Round(time.Second))
+			}
+			continue
+		}
 		reply := make(chan struct{})
 		select {
 		case p.pings <- reply:
 		case <-ctx.Done():
-			return fmt.Errorf("partition %s: loop busy: %w", p.cfg.Name, ctx.Err())
+			if since := p.busy.Load(); since != 0 && time.Since(time.Unix(0, since)) <= p.maxBusy() {
+				continue // it took up work meanwhile
+			}
+			return fmt.Errorf("partition %s: loop does not answer: %w", p.cfg.Name, ctx.Err())
 		}
 		select {
 		case <-reply:

@@ -407,3 +407,24 @@ func TestHealth(t *testing.T) {
 		t.Fatal("health passed with podman down")
 	}
 }
+
+// A partition loop waiting on a slow Podman call is busy, not wedged: the
+// watchdog keeps being fed (a stop can take stop_timeout).
+func TestHealthWhileBusy(t *testing.T) {
+	h := newHarness(t, testConfig("qm"), nil)
+	h.run()
+	h.waitState("qm", Running)
+	gate := make(chan struct{})
+	h.rt.mu.Lock()
+	h.rt.startGate = gate
+	h.rt.mu.Unlock()
+	h.rt.kill("qm", 137)
+	h.waitFor("restart in progress", func() bool { return h.state("qm").State == Restarting })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := h.sup.Health(ctx); err != nil {
+		t.Errorf("busy loop reported unhealthy: %v", err)
+	}
+	close(gate)
+	h.waitState("qm", Running)
+}
