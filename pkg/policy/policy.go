@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	pathpkg "path"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,23 +105,23 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 	if err != nil {
 		return nil, fmt.Errorf("cgroup of partition %s (pid %d): %w", p.Name, pid, err)
 	}
-	// With systemd mode on cgroup v2, Podman runs the init in a "container"
-	// child of the container's scope (libpod-<id>.scope/container). The
-	// partition is the whole scope: limits go there (and through systemd,
-	// as a unit property of the scope).
-	if path := cg.Path(); cg.Version() == cgroups.V2 && pathpkg.Base(path) == "container" &&
-		strings.HasPrefix(pathpkg.Base(pathpkg.Dir(path)), "libpod-") {
-		if cg, err = h.Hier.Open(pathpkg.Dir(path)); err != nil {
+	// The partition is the container's own cgroup, named by Podman after
+	// its full ID: libpod-<id> (cgroupfs manager) or libpod-<id>.scope
+	// (systemd). The init may sit deeper: with systemd mode on cgroup v2
+	// Podman runs it in <scope>/container, and the partition's own systemd
+	// then moves itself to <scope>/container/init.scope. Limits, watches
+	// and the oom_score_adj policy apply to the whole container cgroup.
+	// Anything else (a pid reused by a host process after the init died) is
+	// refused: the policy writes to every process of the cgroup.
+	root, ok := containerCgroup(cg.Path(), init.ContainerID)
+	if !ok {
+		return nil, fmt.Errorf("partition %s: pid %d is in cgroup %q, not in container %.12s's: refusing to apply the policy there",
+			p.Name, pid, cg.Path(), init.ContainerID)
+	}
+	if root != cg.Path() {
+		if cg, err = h.Hier.Open(root); err != nil {
 			return nil, fmt.Errorf("cgroup of partition %s: %w", p.Name, err)
 		}
-	}
-	// The policy raises oom_score_adj of every process in this cgroup and
-	// limits its memory: it must be the container's own cgroup, never the
-	// host's (a reused pid, a process that escaped). Podman names the
-	// container's cgroup after its full ID (libpod-<id>[.scope]).
-	if path := cg.Path(); path == "/" || path == "" || init.ContainerID == "" || !strings.Contains(path, init.ContainerID) {
-		return nil, fmt.Errorf("partition %s: pid %d is in cgroup %q, not in container %.12s's: refusing to apply the policy there",
-			p.Name, pid, path, init.ContainerID)
 	}
 	c := &Controller{
 		h: h, cfg: *p, pid: pid, cg: cg, hooks: hooks,
@@ -144,6 +143,21 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 	}
 	c.applyLimits()
 	return c, nil
+}
+
+// containerCgroup cuts path after the element that names the container
+// (libpod-<id> or libpod-<id>.scope).
+func containerCgroup(path, id string) (string, bool) {
+	if id == "" {
+		return "", false
+	}
+	els := strings.Split(path, "/")
+	for i, el := range els {
+		if el == "libpod-"+id || el == "libpod-"+id+".scope" {
+			return strings.Join(els[:i+1], "/"), true
+		}
+	}
+	return "", false
 }
 
 func (c *Controller) configuredHigh() uint64 {

@@ -339,8 +339,9 @@ func BenchmarkPressureToMemoryHigh(b *testing.B) {
 // host process's oom_score_adj and limit the host's memory.
 func TestRefusesForeignCgroup(t *testing.T) {
 	h, _ := fakeHost(t)
-	write(t, h.ProcRoot, map[string]string{"200/cgroup": "0::/\n", "300/cgroup": "0::/system.slice/brakes.service\n"})
-	for _, pid := range []int{200, 300} {
+	write(t, h.ProcRoot, map[string]string{"200/cgroup": "0::/\n", "300/cgroup": "0::/system.slice/brakes.service\n",
+		"500/cgroup": "0::/machine.slice/libpod-0123abcdef.scope\n"})
+	for _, pid := range []int{200, 300, 500} {
 		if _, err := h.New(partitionConfig(), supervisor.Init{ContainerID: "0123abcd", PID: pid}, newRecorder().hooks()); err == nil {
 			t.Errorf("pid %d outside the container accepted", pid)
 		}
@@ -355,10 +356,11 @@ func TestRefusesForeignCgroup(t *testing.T) {
 func TestSystemdModeUsesTheScope(t *testing.T) {
 	h, root := fakeHost(t)
 	write(t, root, map[string]string{
-		"libpod-0123abcd/container/cgroup.procs": "400\n",
-		"libpod-0123abcd/container/memory.max":   "max\n",
+		"libpod-0123abcd/container/init.scope/cgroup.procs": "400\n",
+		"libpod-0123abcd/container/memory.max":              "max\n",
 	})
-	write(t, h.ProcRoot, map[string]string{"400/cgroup": "0::/libpod-0123abcd/container\n"})
+	// The partition's systemd moved itself into container/init.scope.
+	write(t, h.ProcRoot, map[string]string{"400/cgroup": "0::/libpod-0123abcd/container/init.scope\n"})
 	res, err := h.New(partitionConfig(), supervisor.Init{ContainerID: "0123abcd", PID: 400}, newRecorder().hooks())
 	if err != nil {
 		t.Fatal(err)
