@@ -61,7 +61,7 @@ func Factory(cfg *config.Config, log *zap.Logger) supervisor.ResourceFactory {
 		return nil
 	}
 	h := &Host{
-		Hier: hier, ProcRoot: "/proc", Booted: cgroups.SystemdBooted("/run/systemd/system"),
+		Hier: hier, ProcRoot: "/proc", Booted: cgroups.SystemdBooted("/run"),
 		MemTotal: memTotal(), PidMax: readUint("/proc/sys/kernel/pid_max"),
 		Protected: cfg.Protect, DryRun: cfg.Policy.DryRun, Resync: cfg.Policy.Resync.Duration,
 		Log: log, HostPressure: "/proc/pressure/memory",
