@@ -94,6 +94,7 @@ type Controller struct {
 	thr      *throttle
 	cpuLimit bool
 	forks    []time.Time
+	stalls   []time.Time // consecutive full-pressure windows
 }
 
 var _ supervisor.Resources = (*Controller)(nil)

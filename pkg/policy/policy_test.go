@@ -375,3 +375,41 @@ func TestSystemdModeUsesTheScope(t *testing.T) {
 		t.Errorf("limit written to the init's child cgroup: %s", got)
 	}
 }
+
+// A single full-pressure window is no stall: qmd acts only when it lasts
+// stallWindows consecutive windows, and never when the init is gone.
+func TestStallNeedsSustainedPressure(t *testing.T) {
+	h, _ := fakeHost(t)
+	r := newRecorder()
+	p := partitionConfig()
+	p.Pressure.StallAction = "restart"
+	res, err := h.New(p, supervisor.Init{ContainerID: "0123abcd", PID: 100}, r.hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.(*Controller)
+	c.pid = os.Getpid() // an init that is alive
+	t0 := time.Now()
+	c.onStall(context.Background(), t0)
+	c.onStall(context.Background(), t0.Add(5*time.Second)) // not consecutive
+	c.onStall(context.Background(), t0.Add(6*time.Second))
+	if r.count(incident.Stall) != 0 {
+		t.Fatal("acted on a short stall")
+	}
+	c.onStall(context.Background(), t0.Add(7*time.Second))
+	if r.count(incident.Stall) != 1 {
+		t.Fatal("no stall incident after three consecutive windows")
+	}
+	r.mu.Lock()
+	if len(r.restarts) != 1 {
+		t.Errorf("restarts %v", r.restarts)
+	}
+	r.mu.Unlock()
+	c.pid = 1 << 30 // gone
+	for i := 0; i < 3; i++ {
+		c.onStall(context.Background(), t0.Add(time.Duration(10+i)*time.Second))
+	}
+	if r.count(incident.Stall) != 1 {
+		t.Error("a partition whose init is gone was reported stalled")
+	}
+}

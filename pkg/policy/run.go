@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
@@ -236,7 +237,33 @@ func (c *Controller) onCPUPressure(now time.Time) {
 		map[string]string{"cpu_max": m.String(), "at": now.Format(time.RFC3339Nano)})
 }
 
+// stallWindows is how many consecutive PSI windows the partition must be
+// stalled before qmd acts: "sustained", and not the few hundred
+// milliseconds of a partition tearing itself down (seen when its init is
+// killed: the exiting tasks stall on memory while their pages are freed).
+const stallWindows = 3
+
 func (c *Controller) onStall(ctx context.Context, now time.Time) {
+	win := c.cfg.Pressure.Window.Duration
+	c.mu.Lock()
+	if len(c.stalls) > 0 && now.Sub(c.stalls[len(c.stalls)-1]) > 3*win { // 3: the kernel may have widened the window to 2 s
+		c.stalls = c.stalls[:0] // not consecutive: start over
+	}
+	c.stalls = append(c.stalls, now)
+	n := len(c.stalls)
+	if n >= stallWindows {
+		c.stalls = c.stalls[:0]
+	}
+	c.mu.Unlock()
+	if n < stallWindows {
+		c.log.Debug("partition memory stall window", zap.Int("consecutive", n))
+		return
+	}
+	// The init gone means the partition is exiting, not stalled: the
+	// supervisor's exit path handles that.
+	if err := unix.Kill(c.pid, 0); err != nil {
+		return
+	}
 	action := c.cfg.Pressure.StallAction
 	c.record(incident.Stall, "partition stalled on memory (full pressure): "+action,
 		map[string]string{"action": action, "at": now.Format(time.RFC3339Nano)})
