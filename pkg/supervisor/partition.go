@@ -662,11 +662,9 @@ func (p *partition) ensureContainer(ctx context.Context) (string, error) {
 	case c.Labels[runtime.LabelPartition] != p.cfg.Name:
 		return "", fmt.Errorf("container %q exists but is not managed by qmd", name)
 	case c.Labels[runtime.LabelConfigHash] == p.cfg.CreateHash():
+		// Ours and current (Start of one that someone started meanwhile
+		// is a no-op: adopted, never duplicated).
 		p.st.ContainerID, p.st.Drift = c.ID, false
-		if c.Running {
-			// Someone started it meanwhile: adopt rather than duplicate.
-			return c.ID, nil
-		}
 		return c.ID, nil
 	default:
 		p.log.Info("recreating container from the current configuration",
