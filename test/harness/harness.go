@@ -59,6 +59,9 @@ type Podman struct {
 // containers removed) at the end of the test.
 func StartPodman(t testing.TB) *Podman {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a real Podman service; not with -short (make unit)")
+	}
 	testutil.RequireRoot(t)
 	testutil.RequireBinaries(t, "podman", "runc", "busybox")
 	dir, err := os.MkdirTemp("", "qmd-podman-")
