@@ -314,3 +314,16 @@ func ParsePidsMax(s string) (count uint64, percent float64, err error) {
 	}
 	return n, 0, nil
 }
+
+// Limit resolves pids.max against the kernel's pid_max: 0 means "max" (no
+// limit).
+func (p Pids) Limit(pidMax uint64) (uint64, error) {
+	count, pct, err := ParsePidsMax(p.Max)
+	if err != nil {
+		return 0, err
+	}
+	if pct > 0 {
+		count = uint64(float64(pidMax) * pct / 100)
+	}
+	return count, nil
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/containers/podman/v5/pkg/errorhandling"
 
 	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/runtime"
 )
 
@@ -34,6 +35,7 @@ import (
 type Client struct {
 	uri     string
 	timeout time.Duration
+	host    hostinfo.Facts // read once: relative limits in create requests
 
 	mu   sync.Mutex
 	conn context.Context // carries the bindings' connection; nil until Connect
@@ -44,7 +46,7 @@ var _ runtime.Runtime = (*Client)(nil)
 // New returns a client for the API at uri (unix:///run/podman/podman.sock).
 // It does not connect.
 func New(uri string, timeout time.Duration) *Client {
-	return &Client{uri: uri, timeout: timeout}
+	return &Client{uri: uri, timeout: timeout, host: hostinfo.Read()}
 }
 
 // Connect (re)establishes the connection and pings the service.
@@ -101,10 +103,6 @@ func classify(op string, err error) error {
 	var em *errorhandling.ErrorModel
 	if errors.As(err, &em) && em.ResponseCode == http.StatusNotFound {
 		return fmt.Errorf("%s: %w: %s", op, runtime.ErrNotFound, em.Message)
-	}
-	var em2 errorhandling.ErrorModel
-	if errors.As(err, &em2) && em2.ResponseCode == http.StatusNotFound {
-		return fmt.Errorf("%s: %w: %s", op, runtime.ErrNotFound, em2.Message)
 	}
 	var ce bindings.ConnectError
 	var ne net.Error
@@ -163,7 +161,7 @@ func (c *Client) Inspect(ctx context.Context, nameOrID string) (*runtime.Contain
 
 // Create creates the partition's container and returns its ID.
 func (c *Client) Create(ctx context.Context, p *config.Partition) (string, error) {
-	s, err := Spec(p, hostFacts{})
+	s, err := Spec(p, c.host)
 	if err != nil {
 		return "", err
 	}

@@ -3,10 +3,7 @@
 package podman
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +12,7 @@ import (
 	spec "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/runtime"
 )
 
@@ -24,52 +22,9 @@ const (
 	LabelConfigHash = runtime.LabelConfigHash
 )
 
-// facts is what the spec needs to know about the host (tests fake it).
-type facts interface {
-	memTotal() uint64
-	pidMax() uint64
-}
-
-type hostFacts struct{}
-
-func (hostFacts) memTotal() uint64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	return parseMemTotal(b)
-}
-
-func parseMemTotal(b []byte) uint64 {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && f[0] == "MemTotal:" {
-			n, err := strconv.ParseUint(f[1], 10, 64)
-			if err != nil || n > (1<<54) {
-				return 0
-			}
-			return n * 1024
-		}
-	}
-	return 0
-}
-
-func (hostFacts) pidMax() uint64 {
-	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
-	if err != nil {
-		return 0
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0
-	}
-	return n
-}
-
 // Spec builds the create request of a partition: what containers/qm's
 // qm.container asks of Podman, from the (prepared) configuration.
-func Spec(p *config.Partition, h facts) (*specgen.SpecGenerator, error) {
+func Spec(p *config.Partition, h hostinfo.Facts) (*specgen.SpecGenerator, error) {
 	s := specgen.NewSpecGenerator("", true)
 	s.Name = p.ContainerNameOrDefault()
 	s.Rootfs = p.Rootfs
@@ -141,7 +96,7 @@ func Spec(p *config.Partition, h facts) (*specgen.SpecGenerator, error) {
 	stop := uint(p.StopTimeout.Seconds())
 	s.StopTimeout = &stop
 	res := &spec.LinuxResources{}
-	mem := h.memTotal()
+	mem := h.MemTotal
 	if m := p.Memory.Max; m.Set && !m.IsInfinity() {
 		limit := int64(min(m.Resolve(mem), 1<<62))
 		res.Memory = &spec.LinuxMemory{Limit: &limit}
@@ -166,12 +121,9 @@ func Spec(p *config.Partition, h facts) (*specgen.SpecGenerator, error) {
 		quota := int64(f * float64(period))
 		res.CPU.Period, res.CPU.Quota = &period, &quota
 	}
-	count, pct, err := config.ParsePidsMax(p.Pids.Max)
+	count, err := p.Pids.Limit(h.PidMax)
 	if err != nil {
 		return nil, fmt.Errorf("partition %s pids.max: %w", p.Name, err)
-	}
-	if pct > 0 {
-		count = uint64(float64(h.pidMax()) * pct / 100)
 	}
 	if count > 0 {
 		n := int64(min(count, 1<<31))

@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/containers/qmd/internal/apierr"
 	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/oom"
@@ -60,9 +60,10 @@ func Factory(cfg *config.Config, log *zap.Logger) supervisor.ResourceFactory {
 		log.Error("no cgroup hierarchy; running without resource policy", zap.Error(err))
 		return nil
 	}
+	facts := hostinfo.Read()
 	h := &Host{
 		Hier: hier, ProcRoot: "/proc", Booted: cgroups.SystemdBooted("/run"),
-		MemTotal: memTotal(), PidMax: readUint("/proc/sys/kernel/pid_max"),
+		MemTotal: facts.MemTotal, PidMax: facts.PidMax,
 		Protected: cfg.Protect, DryRun: cfg.Policy.DryRun, Resync: cfg.Policy.Resync.Duration,
 		Log: log, HostPressure: "/proc/pressure/memory",
 	}
@@ -219,13 +220,8 @@ func (c *Controller) applyLimits() {
 	} else if n, err := strconv.ParseUint(w, 10, 64); err == nil {
 		try("cpu.weight", c.setter.SetCPUWeight(ctx, n))
 	}
-	if count, pct, err := config.ParsePidsMax(c.cfg.Pids.Max); err == nil {
-		if pct > 0 {
-			count = uint64(float64(c.h.PidMax) * pct / 100)
-		}
-		if count > 0 {
-			try("pids.max", c.setter.SetPidsMax(ctx, count))
-		}
+	if count, err := c.cfg.Pids.Limit(c.h.PidMax); err == nil && count > 0 {
+		try("pids.max", c.setter.SetPidsMax(ctx, count))
 	}
 	if len(unsupported) > 0 {
 		c.log.Warn("limits without an equivalent on this cgroup version", zap.Strings("limits", unsupported),
@@ -309,32 +305,4 @@ func (c *Controller) Thaw(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return c.cg.Thaw(ctx)
-}
-
-func memTotal() uint64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	var kb uint64
-	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err != nil {
-		return 0
-	}
-	return kb * 1024
-}
-
-func readUint(path string) uint64 {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.ParseUint(string(trimSpace(b)), 10, 64)
-	return n
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
