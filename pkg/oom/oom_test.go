@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/internal/incident/incidenttest"
 	"github.com/containers/qmd/pkg/cgroups"
 	"golang.org/x/sys/unix"
 )
@@ -181,22 +182,9 @@ func (f *fake) score(pid int) int {
 	return v
 }
 
-type recorder struct {
-	mu   sync.Mutex
-	incs []incident.Incident
-}
-
-func (r *recorder) Record(i incident.Incident) incident.Incident {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	i.ID = uint64(len(r.incs) + 1)
-	r.incs = append(r.incs, i)
-	return i
-}
-
 const part = "/machine.slice/libpod-qm.scope"
 
-func setup(t *testing.T) (*fake, *Auditor, *recorder) {
+func setup(t *testing.T) (*fake, *Auditor, *incidenttest.Recorder) {
 	f := newFake(t)
 	f.addProc(10, part, 600, "systemd")                                          // init: exactly 500
 	f.addProc(11, part+"/system.slice/foo.service", 0, "foo")                    // raised to 500
@@ -208,7 +196,7 @@ func setup(t *testing.T) (*fake, *Auditor, *recorder) {
 	f.addProc(21, "/system.slice/other.service", -1000, "other")                 // never touched
 	p := DefaultPolicy()
 	p.Protected = []Protected{{Unit: "brakes.service", Score: -900}, {Unit: "stopped.service", Score: -1}}
-	rec := &recorder{}
+	rec := &incidenttest.Recorder{}
 	a := &Auditor{
 		Policy: p, ProcRoot: f.proc, Lister: f.h, Sink: rec,
 		Partition: func() (Target, bool) { return Target{Name: "qm", Cgroup: part, InitPID: 10}, true },
@@ -228,11 +216,11 @@ func TestAudit(t *testing.T) {
 			t.Errorf("pid %d: oom_score_adj %d, want %d", pid, got, v)
 		}
 	}
-	if len(repairs) != 5 || len(rec.incs) != 5 {
-		t.Fatalf("repairs %+v, incidents %d", repairs, len(rec.incs))
+	if len(repairs) != 5 || len(rec.All()) != 5 {
+		t.Fatalf("repairs %+v, incidents %d", repairs, len(rec.All()))
 	}
 	var nested incident.Incident
-	for _, inc := range rec.incs {
+	for _, inc := range rec.All() {
 		if inc.Type != incident.OOMScoreRepair || inc.Partition != "qm" {
 			t.Errorf("incident %+v", inc)
 		}
@@ -267,8 +255,8 @@ func TestAuditDryRun(t *testing.T) {
 	if f.score(11) != 0 || f.score(20) != 0 {
 		t.Error("dry run wrote")
 	}
-	if len(rec.incs) != 5 || rec.incs[0].Details["dry_run"] != "true" || !strings.Contains(rec.incs[0].Summary, "dry run") {
-		t.Errorf("incidents %+v", rec.incs)
+	if len(rec.All()) != 5 || rec.All()[0].Details["dry_run"] != "true" || !strings.Contains(rec.All()[0].Summary, "dry run") {
+		t.Errorf("incidents %+v", rec.All())
 	}
 }
 
@@ -292,8 +280,8 @@ func TestAuditProcessesVanish(t *testing.T) {
 	if f.score(13) != 500 {
 		t.Error("reused pid touched")
 	}
-	if len(rec.incs) != len(repairs) {
-		t.Errorf("%d incidents for %d repairs", len(rec.incs), len(repairs))
+	if len(rec.All()) != len(repairs) {
+		t.Errorf("%d incidents for %d repairs", len(rec.All()), len(repairs))
 	}
 }
 
@@ -321,8 +309,8 @@ func TestAuditWriteFailure(t *testing.T) {
 			failed++
 		}
 	}
-	if failed != 1 || len(rec.incs) != len(repairs)-1 {
-		t.Errorf("failed %d, incidents %d, repairs %d", failed, len(rec.incs), len(repairs))
+	if failed != 1 || len(rec.All()) != len(repairs)-1 {
+		t.Errorf("failed %d, incidents %d, repairs %d", failed, len(rec.All()), len(repairs))
 	}
 }
 
@@ -545,8 +533,8 @@ func TestAuditWriteRefused(t *testing.T) {
 		t.Errorf("lowering refusal not explained: %v", err)
 	}
 	// (The fake file was truncated by O_TRUNC, which procfs ignores.)
-	if len(repairs) != 5 || len(rec.incs) != 0 {
-		t.Errorf("repairs %d incidents %d", len(repairs), len(rec.incs))
+	if len(repairs) != 5 || len(rec.All()) != 0 {
+		t.Errorf("repairs %d incidents %d", len(repairs), len(rec.All()))
 	}
 	_ = f
 }
@@ -578,7 +566,7 @@ func TestAuditRefusesUnsafeTarget(t *testing.T) {
 	if f.score(11) != 0 || f.score(10) != 600 {
 		t.Error("partition holding qmd audited")
 	}
-	for _, inc := range rec.incs {
+	for _, inc := range rec.All() {
 		if inc.Details["role"] != string(RoleProtected) {
 			t.Errorf("incident %+v", inc)
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containers/qmd/internal/incident/incidenttest"
 	"github.com/containers/qmd/internal/testutil"
 	"github.com/containers/qmd/pkg/cgroups"
 	"golang.org/x/sys/unix"
@@ -105,7 +106,7 @@ func TestRealAudit(t *testing.T) {
 	initPID := sleeper(t, h, cg, 0)
 	nested := sleeper(t, h, cg+"/libpod-nested", 0)
 	volunteer := sleeper(t, h, cg, 900)
-	rec := &recorder{}
+	rec := &incidenttest.Recorder{}
 	a := &Auditor{
 		Policy: DefaultPolicy(), Lister: h, Sink: rec,
 		Partition: func() (Target, bool) { return Target{Name: "qm", Cgroup: cg, InitPID: initPID}, true },
@@ -120,7 +121,7 @@ func TestRealAudit(t *testing.T) {
 			t.Errorf("pid %d: %d %v, want %d", pid, got, err, want)
 		}
 	}
-	if len(repairs) != 2 || len(rec.incs) != 2 {
+	if len(repairs) != 2 || len(rec.All()) != 2 {
 		t.Fatalf("repairs %+v", repairs)
 	}
 	for _, r := range repairs {

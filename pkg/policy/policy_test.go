@@ -13,20 +13,27 @@ import (
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/internal/incident/incidenttest"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/supervisor"
 )
 
+// recorder collects what the policy reports: incidents (through the
+// shared test sink) and the supervisor hooks.
 type recorder struct {
+	incidenttest.Recorder
 	mu       sync.Mutex
-	incs     []incident.Incident
 	restarts []string
 	states   []supervisor.State
 	ooms     int
 	changed  chan struct{}
 }
 
-func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 100)} }
+func newRecorder() *recorder {
+	r := &recorder{changed: make(chan struct{}, 100)}
+	r.OnRecord = func(incident.Incident) { r.poke() }
+	return r
+}
 
 func (r *recorder) poke() {
 	select {
@@ -35,17 +42,9 @@ func (r *recorder) poke() {
 	}
 }
 
-func (r *recorder) Record(i incident.Incident) incident.Incident {
-	r.mu.Lock()
-	r.incs = append(r.incs, i)
-	r.mu.Unlock()
-	r.poke()
-	return i
-}
-
 func (r *recorder) hooks() supervisor.Hooks {
 	return supervisor.Hooks{
-		Sink:    r,
+		Sink:    &r.Recorder,
 		OOMKill: func(n int) { r.mu.Lock(); r.ooms += n; r.mu.Unlock(); r.poke() },
 		Restart: func(why string) { r.mu.Lock(); r.restarts = append(r.restarts, why); r.mu.Unlock(); r.poke() },
 		SetState: func(s supervisor.State, _ string) {
@@ -55,18 +54,6 @@ func (r *recorder) hooks() supervisor.Hooks {
 			r.poke()
 		},
 	}
-}
-
-func (r *recorder) count(t incident.Type) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, i := range r.incs {
-		if i.Type == t {
-			n++
-		}
-	}
-	return n
 }
 
 func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
@@ -178,7 +165,7 @@ func TestDryRunAppliesNothing(t *testing.T) {
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != "max" {
 		t.Errorf("dry run throttled: memory.high = %s", got)
 	}
-	if r.count(incident.Throttle) != 1 {
+	if r.Count(incident.Throttle) != 1 {
 		t.Error("dry run must still report what it would do")
 	}
 }
@@ -199,7 +186,7 @@ func TestOOMKillAndForkBombReactions(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // watcher baseline read
 
 	write(t, root, map[string]string{"libpod-0123abcd/memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"})
-	r.waitFor(t, "oom-kill incident", func() bool { return r.count(incident.OOMKill) == 1 })
+	r.waitFor(t, "oom-kill incident", func() bool { return r.Count(incident.OOMKill) == 1 })
 	r.mu.Lock()
 	if r.ooms != 1 {
 		t.Errorf("OOMKill hook count %d", r.ooms)
@@ -207,7 +194,7 @@ func TestOOMKillAndForkBombReactions(t *testing.T) {
 	r.mu.Unlock()
 
 	write(t, root, map[string]string{"libpod-0123abcd/pids.events": "max 1\n"})
-	r.waitFor(t, "first fork-bomb incident", func() bool { return r.count(incident.ForkBomb) == 1 })
+	r.waitFor(t, "first fork-bomb incident", func() bool { return r.Count(incident.ForkBomb) == 1 })
 	r.mu.Lock()
 	if len(r.restarts) != 0 {
 		t.Error("restarted after one pids.max event")
@@ -254,7 +241,7 @@ func TestPressureThrottlesAndRestores(t *testing.T) {
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != "max" {
 		t.Errorf("memory.high after restore = %s, want max", got)
 	}
-	if r.count(incident.Unthrottle) == 0 {
+	if r.Count(incident.Unthrottle) == 0 {
 		t.Error("no unthrottle incident")
 	}
 }
@@ -393,11 +380,11 @@ func TestStallNeedsSustainedPressure(t *testing.T) {
 	c.onStall(context.Background(), t0)
 	c.onStall(context.Background(), t0.Add(5*time.Second)) // not consecutive
 	c.onStall(context.Background(), t0.Add(6*time.Second))
-	if r.count(incident.Stall) != 0 {
+	if r.Count(incident.Stall) != 0 {
 		t.Fatal("acted on a short stall")
 	}
 	c.onStall(context.Background(), t0.Add(7*time.Second))
-	if r.count(incident.Stall) != 1 {
+	if r.Count(incident.Stall) != 1 {
 		t.Fatal("no stall incident after three consecutive windows")
 	}
 	r.mu.Lock()
@@ -409,7 +396,7 @@ func TestStallNeedsSustainedPressure(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		c.onStall(context.Background(), t0.Add(time.Duration(10+i)*time.Second))
 	}
-	if r.count(incident.Stall) != 1 {
+	if r.Count(incident.Stall) != 1 {
 		t.Error("a partition whose init is gone was reported stalled")
 	}
 }

@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,39 +10,15 @@ import (
 	"github.com/containers/qmd/internal/clock"
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/internal/incident/incidenttest"
 	"github.com/containers/qmd/internal/runtime"
 )
-
-type recorder struct {
-	mu   sync.Mutex
-	incs []incident.Incident
-}
-
-func (r *recorder) Record(i incident.Incident) incident.Incident {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	i.ID = uint64(len(r.incs) + 1)
-	r.incs = append(r.incs, i)
-	return i
-}
-
-func (r *recorder) count(t incident.Type) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, i := range r.incs {
-		if i.Type == t {
-			n++
-		}
-	}
-	return n
-}
 
 type harness struct {
 	t    *testing.T
 	rt   *fakeRuntime
 	clk  *clock.Fake
-	rec  *recorder
+	rec  *incidenttest.Recorder
 	sup  *Supervisor
 	cfg  *config.Config
 	stop func()
@@ -63,7 +38,7 @@ func newHarness(t *testing.T, cfg *config.Config, rt *fakeRuntime) *harness {
 	if rt == nil {
 		rt = newFakeRuntime()
 	}
-	h := &harness{t: t, rt: rt, clk: clock.NewFake(), rec: &recorder{}, cfg: cfg, done: make(chan error, 1)}
+	h := &harness{t: t, rt: rt, clk: clock.NewFake(), rec: &incidenttest.Recorder{}, cfg: cfg, done: make(chan error, 1)}
 	rt.clock = h.clk.Now
 	h.sup = New(cfg, Options{Runtime: rt, Sink: h.rec, Clock: h.clk, Rand: func() float64 { return 0.5 }})
 	return h
@@ -169,7 +144,7 @@ func TestCrashRestartsImmediatelyThenBacksOff(t *testing.T) {
 	}
 	h.clk.Advance(time.Millisecond)
 	h.waitState("qm", Running)
-	if got := h.rec.count(incident.Restart); got != 3 {
+	if got := h.rec.Count(incident.Restart); got != 3 {
 		t.Errorf("restart incidents = %d, want 3", got)
 	}
 	if st := h.state("qm"); st.NRestarts != 3 {
@@ -217,7 +192,7 @@ func TestStartLimitFailsAndResetFailedStartsAgain(t *testing.T) {
 	if starts != 5 {
 		t.Errorf("starts = %d, want 5 (the start limit)", starts)
 	}
-	if h.rec.count(incident.StartLimit) != 1 {
+	if h.rec.Count(incident.StartLimit) != 1 {
 		t.Error("no start-limit incident")
 	}
 	// Stays down.
@@ -250,7 +225,7 @@ func TestAdoptionKeepsRunningContainer(t *testing.T) {
 	if c, s, _ := rt.count(); c != 0 || s != 0 {
 		t.Errorf("adoption created %d / started %d containers", c, s)
 	}
-	if h.rec.count(incident.Adopt) != 1 {
+	if h.rec.Count(incident.Adopt) != 1 {
 		t.Error("no adopt incident")
 	}
 }
@@ -265,7 +240,7 @@ func TestDriftKeepsRunningThenRecreatesOnRestart(t *testing.T) {
 	if st.ContainerID != old || !st.Drift {
 		t.Fatalf("drifted container must be kept and flagged: %+v", st)
 	}
-	if h.rec.count(incident.ConfigDrift) != 1 {
+	if h.rec.Count(incident.ConfigDrift) != 1 {
 		t.Error("no config-drift incident")
 	}
 	h.rt.kill("qm", 137)
@@ -318,7 +293,7 @@ func TestPodmanLostAndRegained(t *testing.T) {
 	if _, _, n := h.rt.count(); n != 1 {
 		t.Errorf("%d containers after reconnect, want 1", n)
 	}
-	if h.rec.count(incident.PodmanLost) != 1 {
+	if h.rec.Count(incident.PodmanLost) != 1 {
 		t.Error("no podman-lost incident")
 	}
 }
