@@ -59,6 +59,12 @@ func fakeV2(t testing.TB) (*Hierarchy, *Cgroup) {
 		"qm/machine.slice/libpod-abc.scope/cgroup.procs": "200\n201\n",
 		"qm/init.scope/cgroup.procs":                     "101\n",
 	})
+	return openQM(t, root)
+}
+
+// openQM opens the hierarchy at root and its /qm cgroup.
+func openQM(t testing.TB, root string) (*Hierarchy, *Cgroup) {
+	t.Helper()
 	h, err := NewHierarchy(root)
 	if err != nil {
 		t.Fatal(err)
@@ -96,15 +102,7 @@ func fakeV1(t testing.TB) (*Hierarchy, *Cgroup) {
 		"cpu/qm/cpu.shares":                     "1024\n",
 		"cpu/qm/cpu.idle":                       "0\n",
 	})
-	h, err := NewHierarchy(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cg, err := h.Open("/qm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h, cg
+	return openQM(t, root)
 }
 
 func TestDetect(t *testing.T) {

@@ -459,15 +459,10 @@ func TestRealPSITriggerFires(t *testing.T) {
 	}
 	defer tr.Close()
 	file := filepath.Join(t.TempDir(), "pressure")
-	cmd := exec.Command("sh", "-c", "read x; for i in 1 2 3 4 5 6 7 8 9 10; do dd if=/dev/zero of="+file+" bs=1M count=300 conv=fsync 2>/dev/null; cat "+file+" >/dev/null; cat "+file+" >/dev/null; done")
-	stdin, _ := cmd.StdinPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	moveTo(t, cg, cmd.Process.Pid)
+	pid, run := pageCacheHog(t, file, 2)
+	moveTo(t, cg, pid)
 	start := time.Now()
-	stdin.Write([]byte("go\n"))
+	run()
 	select {
 	case at, ok := <-tr.C():
 		if !ok {
@@ -479,4 +474,20 @@ func TestRealPSITriggerFires(t *testing.T) {
 		psi, _ := tr.Read()
 		t.Skipf("no memory stall of 20ms/2s produced within 30 s (%+v): cannot demonstrate firing here", psi.Some)
 	}
+}
+
+// pageCacheHog starts a shell that, once run() is called, writes and
+// re-reads (reads times) a 300 MB file ten times: in a small memory cgroup
+// it stalls in reclaim. Move its pid into cgroups before calling run().
+func pageCacheHog(t *testing.T, file string, reads int) (pid int, run func()) {
+	t.Helper()
+	cat := strings.Repeat("cat "+file+" >/dev/null; ", reads)
+	cmd := exec.Command("sh", "-c", "read x; for i in 1 2 3 4 5 6 7 8 9 10; do dd if=/dev/zero of="+file+
+		" bs=1M count=300 conv=fsync 2>/dev/null; "+cat+"done")
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd.Process.Pid, func() { stdin.Write([]byte("go\n")) }
 }

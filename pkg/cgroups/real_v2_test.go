@@ -179,18 +179,13 @@ func TestRealV2PSITriggerFires(t *testing.T) {
 	}
 	defer tr.Close()
 	file := filepath.Join(t.TempDir(), "pressure")
-	cmd := exec.Command("sh", "-c", "read x; for i in 1 2 3 4 5 6 7 8 9 10; do dd if=/dev/zero of="+file+" bs=1M count=300 conv=fsync 2>/dev/null; cat "+file+" >/dev/null; done")
-	stdin, _ := cmd.StdinPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	moveTo(t, v1, cmd.Process.Pid)
-	if err := writeFile(filepath.Join(v2.Dir(""), "cgroup.procs"), strconv.Itoa(cmd.Process.Pid)); err != nil {
+	pid, run := pageCacheHog(t, file, 1)
+	moveTo(t, v1, pid)
+	if err := writeFile(filepath.Join(v2.Dir(""), "cgroup.procs"), strconv.Itoa(pid)); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	stdin.Write([]byte("go\n"))
+	run()
 	select {
 	case <-tr.C():
 		psi, _ := tr.Read()
