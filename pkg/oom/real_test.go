@@ -62,19 +62,7 @@ func realMemCgroup(t *testing.T) (*cgroups.Hierarchy, string) {
 	}
 	t.Cleanup(func() {
 		for _, d := range []string{filepath.Join(dir, "libpod-nested"), dir} {
-			if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
-				for _, f := range strings.Fields(string(b)) {
-					if pid, err := strconv.Atoi(f); err == nil {
-						syscall.Kill(pid, syscall.SIGKILL)
-					}
-				}
-			}
-			for i := 0; i < 100; i++ {
-				if err := os.Remove(d); err == nil || errors.Is(err, os.ErrNotExist) {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			removeWhenEmpty(d)
 		}
 	})
 	return h, name
