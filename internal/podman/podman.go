@@ -201,6 +201,16 @@ func (c *Client) Stop(ctx context.Context, id string, timeout time.Duration) err
 	return classify("stop "+short(id), containers.Stop(cctx, id, new(containers.StopOptions).WithTimeout(secs)))
 }
 
+// Kill sends signal to the container's init.
+func (c *Client) Kill(ctx context.Context, id string, signal string) error {
+	cctx, cancel, err := c.ctx(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	return classify("kill "+short(id), containers.Kill(cctx, id, new(containers.KillOptions).WithSignal(signal)))
+}
+
 // Remove removes the container (forcibly, with its anonymous volumes).
 func (c *Client) Remove(ctx context.Context, id string) error {
 	cctx, cancel, err := c.ctx(ctx, false)

@@ -15,8 +15,12 @@ var (
 	// ErrNotFound: no such container.
 	ErrNotFound = errors.New("no such container")
 	// ErrUnavailable: the engine cannot be reached (socket gone, refused,
-	// stream closed). The caller reconnects with backoff.
+	// reset, stream closed). The caller reconnects with backoff.
 	ErrUnavailable = errors.New("podman service unavailable")
+	// ErrTimeout: the engine was reached but did not answer within the
+	// call's deadline. It is busy, not gone: the caller retries the work
+	// with backoff and reports the latency, it does not reconnect.
+	ErrTimeout = errors.New("podman call timed out")
 )
 
 // Container is the part of an inspect the supervisor uses.
@@ -50,7 +54,11 @@ type Runtime interface {
 	Inspect(ctx context.Context, nameOrID string) (*Container, error)
 	Create(ctx context.Context, p *config.Partition) (id string, err error)
 	Start(ctx context.Context, id string) error
+	// Stop sends the stop signal and kills after timeout; its deadline is
+	// timeout plus a margin.
 	Stop(ctx context.Context, id string, timeout time.Duration) error
+	// Kill sends signal (e.g. "SIGKILL") to the container's init.
+	Kill(ctx context.Context, id string, signal string) error
 	Remove(ctx context.Context, id string) error
 	Wait(ctx context.Context, id string) (int32, error)
 	Events(ctx context.Context, since time.Time) (<-chan Event, error)

@@ -163,6 +163,19 @@ func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error 
 	return nil
 }
 
+func (f *fakeRuntime) Kill(_ context.Context, id string, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(id)
+	if c == nil {
+		return runtime.ErrNotFound
+	}
+	if c.c.Running {
+		f.exitLocked(c, 137, true)
+	}
+	return nil
+}
+
 func (f *fakeRuntime) Remove(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
