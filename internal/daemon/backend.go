@@ -25,7 +25,7 @@ type backend struct {
 var _ dbusapi.Backend = (*backend)(nil)
 
 func infoOf(st supervisor.Status) dbusapi.PartitionInfo {
-	active, sub := st.State.ActiveSub()
+	active, sub := st.ActiveSub()
 	info := dbusapi.PartitionInfo{
 		Name:                 st.Name,
 		ContainerID:          st.ContainerID,
@@ -41,6 +41,8 @@ func infoOf(st supervisor.Status) dbusapi.PartitionInfo {
 		NRestarts:            st.NRestarts,
 		NOOMKills:            st.NOOMKills,
 		StateChangeTimestamp: uint64(max(st.Changed.UnixMicro(), 0)),
+		Conditions:           st.Conditions.List(),
+		PodmanLatencyUSec:    uint64(max(st.PodmanLatency.Microseconds(), 0)),
 	}
 	if info.Result == "" {
 		info.Result = "success"

@@ -206,7 +206,10 @@ func startDBus(be *backend, cfg *config.Config, log *zap.Logger) (*dbusapi.Serve
 }
 
 // watchdog pings systemd at half the WatchdogSec interval, and only while
-// the supervisor is healthy: a wedged qmd gets restarted.
+// qmd's own loops answer (Supervisor.Health): a wedged qmd gets restarted.
+// A slow or absent Podman is not a wedged qmd and never costs a ping: it
+// shows up in STATUS=, the partitions' podman-degraded condition and an
+// incident.
 func watchdog(ctx context.Context, sup *supervisor.Supervisor, log *zap.Logger) error {
 	interval, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil || interval == 0 {
@@ -271,12 +274,30 @@ func (n *statusNotifier) update(sts []supervisor.Status, podmanUp bool) {
 	_, _ = sddaemon.SdNotify(false, "STATUS="+line)
 }
 
+// describe says in a word or two what a partition does.
+func describe(st supervisor.Status) string {
+	switch st.State {
+	case supervisor.Active, supervisor.Activating:
+		return st.SubState
+	case supervisor.Deactivating:
+		return "stopping"
+	case supervisor.Failed:
+		if st.Result != "" && st.Result != "success" {
+			return "failed (" + st.Result + ")"
+		}
+	}
+	return string(st.State)
+}
+
 // StatusLine is the human-readable state systemctl status shows.
 func StatusLine(sts []supervisor.Status, podmanUp bool) string {
 	sort.Slice(sts, func(i, j int) bool { return sts[i].Name < sts[j].Name })
 	parts := make([]string, 0, len(sts)+1)
 	for _, st := range sts {
-		s := st.Name + ": " + string(st.State)
+		s := st.Name + ": " + describe(st)
+		if cs := st.Conditions.List(); len(cs) > 0 {
+			s += " [" + strings.Join(cs, ",") + "]"
+		}
 		if st.ContainerID != "" && len(st.ContainerID) >= 12 {
 			s += " (" + st.ContainerID[:12]
 			if st.NRestarts > 0 {

@@ -11,6 +11,11 @@ type PartitionInfo struct {
 	OOMScoreAdjust                                                 int32
 	NRestarts, NOOMKills                                           uint32
 	StateChangeTimestamp                                           uint64 // usec since epoch
+	// Conditions are the independent flags on the lifecycle state
+	// (throttled, frozen, cpu-limited, podman-degraded), sorted.
+	Conditions []string
+	// PodmanLatencyUSec is how long the partition's last Podman operation took.
+	PodmanLatencyUSec uint64
 }
 
 // Backend is what the server delegates to (the supervisor satisfies it).

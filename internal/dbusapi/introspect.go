@@ -85,6 +85,8 @@ var partitionIface = ifaceDef{
 		{"NRestarts", "u", emitsTrue},
 		{"NOOMKills", "u", emitsTrue},
 		{"StateChangeTimestamp", "t", emitsTrue},
+		{"Conditions", "as", emitsTrue},
+		{"PodmanLatencyUSec", "t", emitsFalse},
 	},
 }
 

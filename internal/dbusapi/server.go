@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -402,7 +403,17 @@ func partitionProps(p PartitionInfo) map[string]dbus.Variant {
 		"NRestarts":            dbus.MakeVariant(p.NRestarts),
 		"NOOMKills":            dbus.MakeVariant(p.NOOMKills),
 		"StateChangeTimestamp": dbus.MakeVariant(p.StateChangeTimestamp),
+		"Conditions":           dbus.MakeVariant(nonNil(p.Conditions)),
+		"PodmanLatencyUSec":    dbus.MakeVariant(p.PodmanLatencyUSec),
 	}
+}
+
+// nonNil: D-Bus has no null; an empty array is what clients expect.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // changedProps returns the properties annotated EmitsChangedSignal=true
@@ -414,7 +425,7 @@ func changedProps(a, b PartitionInfo) map[string]dbus.Variant {
 		if d.emits != emitsTrue {
 			continue
 		}
-		if pa[d.name].Value() != pb[d.name].Value() {
+		if !reflect.DeepEqual(pa[d.name].Value(), pb[d.name].Value()) {
 			out[d.name] = pb[d.name]
 		}
 	}

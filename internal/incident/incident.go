@@ -32,6 +32,9 @@ const (
 	Thaw           Type = "thaw"             // partition thawed
 	PodmanLost     Type = "podman-lost"      // the Podman service went away / came back
 	PolicyLimit    Type = "policy-limit"     // a policy value the host cannot honour (clamped/ignored)
+	PodmanSlow     Type = "podman-slow"      // a Podman call timed out (busy, not gone) and is retried; or answers again
+	StartFailed    Type = "start-failed"     // creating or starting the container failed; retried with backoff
+	PolicyReload   Type = "policy-reload"    // a reloaded configuration was applied to the running partition
 )
 
 // Incident is one recorded event. ID and Time are set by the store when

@@ -25,6 +25,9 @@ var messageIDs = map[incident.Type]string{
 	incident.Thaw:           "760fadfd76c3e395502b2de09c4ede6a",
 	incident.PodmanLost:     "eddd72b0abe1253bd0a179f59287b400",
 	incident.PolicyLimit:    "cf48d842e47b142bee9f036a87fecf6d",
+	incident.PodmanSlow:     "bc58ae88a5034f7eb224ef1cdf275b1f",
+	incident.StartFailed:    "dd77e644d9db4f9e82a3da3cbab271b9",
+	incident.PolicyReload:   "850e317eb4784c4da3f944ee37a4638c",
 }
 
 // types lists the incident types in declaration order.
@@ -46,6 +49,9 @@ var types = []incident.Type{
 	incident.Thaw,
 	incident.PodmanLost,
 	incident.PolicyLimit,
+	incident.PodmanSlow,
+	incident.StartFailed,
+	incident.PolicyReload,
 }
 
 // MessageID returns the fixed journal MESSAGE_ID (32 lower-case hex

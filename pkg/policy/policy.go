@@ -244,24 +244,32 @@ func (c *Controller) Usage() supervisor.Usage {
 	return u
 }
 
-// SetMemoryHigh sets memory.high (the operator's new baseline).
+// SetMemoryHigh sets the operator's memory.high: the new configured value
+// and the ceiling the pressure throttle works under. While throttled below
+// it, the throttle keeps its lower limit and restores up to v, never above;
+// an operator value below the throttle's limit takes effect at once.
 func (c *Controller) SetMemoryHigh(v uint64) error {
 	if max, err := c.cg.MemoryMax(); err == nil && v != infinity && v > max {
 		return apierr.InvalidArgs("memory.high %d is above memory.max %d", v, max)
 	}
+	if c.cg.Version() == cgroups.V1 {
+		return fmt.Errorf("memory.high is not available on cgroup v1 (this host): %w", cgroups.ErrUnsupported)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c.setter.SetMemoryHigh(ctx, v); err != nil {
-		if errors.Is(err, cgroups.ErrUnsupported) {
-			return fmt.Errorf("memory.high is not available on cgroup v1 (this host): %w", err)
-		}
+	// Hold the lock across the write: a throttle step in between must not
+	// write a value computed from the old ceiling after ours.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.thr.configured
+	c.thr.reconfigure(v)
+	eff := c.thr.current
+	if err := c.setter.SetMemoryHigh(ctx, eff); err != nil {
+		c.thr.reconfigure(prev)
 		return err
 	}
-	c.mu.Lock()
 	c.cfg.Memory.High = config.Size{Bytes: v, Set: true}
-	c.thr.reconfigure(v)
-	c.mu.Unlock()
-	c.hooks.SetState(supervisor.Running, "memory.high set")
+	c.hooks.Condition(supervisor.Throttled, c.thr.throttled(), "memory.high set by the operator")
 	return nil
 }
 
@@ -275,7 +283,6 @@ func (c *Controller) SetMemoryMax(v uint64) error {
 	c.mu.Lock()
 	c.cfg.Memory.Max = config.Size{Bytes: v, Set: true}
 	c.mu.Unlock()
-	c.hooks.SetState(supervisor.Running, "memory.max set")
 	return nil
 }
 
@@ -298,6 +305,19 @@ func (c *Controller) Freeze(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return c.cg.Freeze(ctx)
+}
+
+// Kill kills every process of the partition (cgroup.kill on v2; SIGKILL to
+// each on v1) and thaws it: on cgroup v1 a frozen task only dies once
+// thawed, and a thawed cgroup is what Podman expects to clean up.
+func (c *Controller) Kill(ctx context.Context) error {
+	kerr := c.cg.Kill()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.cg.Thaw(ctx); err != nil && !errors.Is(err, cgroups.ErrGone) {
+		return errors.Join(kerr, fmt.Errorf("thaw after kill: %w", err))
+	}
+	return kerr
 }
 
 // Thaw thaws the cgroup.

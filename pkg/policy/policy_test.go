@@ -24,7 +24,7 @@ type recorder struct {
 	incidenttest.Recorder
 	mu       sync.Mutex
 	restarts []string
-	states   []supervisor.State
+	conds    []string // "+throttled", "-throttled", ...
 	ooms     int
 	changed  chan struct{}
 }
@@ -47,9 +47,13 @@ func (r *recorder) hooks() supervisor.Hooks {
 		Sink:    &r.Recorder,
 		OOMKill: func(n int) { r.mu.Lock(); r.ooms += n; r.mu.Unlock(); r.poke() },
 		Restart: func(why string) { r.mu.Lock(); r.restarts = append(r.restarts, why); r.mu.Unlock(); r.poke() },
-		SetState: func(s supervisor.State, _ string) {
+		Condition: func(c supervisor.Condition, on bool, _ string) {
 			r.mu.Lock()
-			r.states = append(r.states, s)
+			sign := "-"
+			if on {
+				sign = "+"
+			}
+			r.conds = append(r.conds, sign+string(c))
 			r.mu.Unlock()
 			r.poke()
 		},
@@ -221,8 +225,8 @@ func TestPressureThrottlesAndRestores(t *testing.T) {
 		t.Fatalf("memory.high after pressure = %s", got)
 	}
 	r.mu.Lock()
-	if len(r.states) != 1 || r.states[0] != supervisor.Throttled {
-		t.Errorf("states %v, want throttled", r.states)
+	if len(r.conds) != 1 || r.conds[0] != "+throttled" {
+		t.Errorf("conditions %v, want +throttled", r.conds)
 	}
 	r.mu.Unlock()
 	c.onMemoryPressure(t0.Add(time.Second))

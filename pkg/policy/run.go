@@ -180,10 +180,12 @@ func (c *Controller) onForkBomb(ev cgroups.Event) {
 
 func (c *Controller) onMemoryPressure(now time.Time) {
 	usage, _ := c.cg.MemoryCurrent()
+	// The lock is held across the write: an operator's SetMemoryHigh in
+	// between must not be followed by a value computed from the old ceiling.
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	old := c.thr.current
 	next, changed := c.thr.pressure(now, usage)
-	c.mu.Unlock()
 	if !changed {
 		return
 	}
@@ -193,7 +195,7 @@ func (c *Controller) onMemoryPressure(now time.Time) {
 			c.log.Warn("throttle failed", zap.Error(err))
 			return
 		}
-		c.hooks.SetState(supervisor.Throttled, "host memory pressure")
+		c.hooks.Condition(supervisor.Throttled, true, "host memory pressure")
 	}
 	c.record(incident.Throttle, fmt.Sprintf("memory pressure on the host: memory.high lowered to %s", human(next)),
 		map[string]string{"memory_high": strconv.FormatUint(next, 10), "memory_current": strconv.FormatUint(usage, 10)})
@@ -233,6 +235,9 @@ func (c *Controller) onCPUPressure(now time.Time) {
 			return
 		}
 	}
+	if !c.h.DryRun {
+		c.hooks.Condition(supervisor.CPULimited, true, "ASIL CPU pressure")
+	}
 	c.record(incident.CPUQuota, fmt.Sprintf("ASIL CPU pressure: partition limited to %s of a CPU", c.cfg.Pressure.CPUQuota),
 		map[string]string{"cpu_max": m.String(), "at": now.Format(time.RFC3339Nano)})
 }
@@ -270,28 +275,29 @@ func (c *Controller) onStall(ctx context.Context, now time.Time) {
 	if c.h.DryRun {
 		return
 	}
-	if action == "freeze-restart" {
-		if err := c.Freeze(ctx); err != nil {
-			c.log.Warn("freeze before restart failed", zap.Error(err))
-		}
-	}
+	// freeze-restart used to freeze and then stop: SIGTERM cannot reach
+	// frozen tasks, so every such restart waited the whole stop timeout
+	// while holding the memory. The supervisor kills the partition's cgroup
+	// (cgroup.kill) for a policy restart instead, which is what freezing
+	// first was meant to make safe.
 	c.hooks.Restart("partition stalled on memory")
 }
 
 // onQuiet restores one step; it reports whether more steps remain.
 func (c *Controller) onQuiet(now time.Time) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	next, changed := c.thr.tick(now)
 	still := c.thr.throttled()
 	cpu := c.cpuLimit
 	c.cpuLimit = false
-	c.mu.Unlock()
 	if cpu && !c.h.DryRun {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := c.setter.SetCPUMax(ctx, cgroups.CPUMax{Quota: cgroups.Max, Period: 100000}); err != nil {
 			c.log.Warn("lifting cpu quota failed", zap.Error(err))
 		}
 		cancel()
+		c.hooks.Condition(supervisor.CPULimited, false, "ASIL CPU pressure gone")
 		c.record(incident.CPUQuota, "ASIL CPU pressure gone: partition CPU quota lifted", nil)
 	}
 	if changed {
@@ -301,7 +307,7 @@ func (c *Controller) onQuiet(now time.Time) bool {
 			}
 		}
 		if !still {
-			c.hooks.SetState(supervisor.Running, "memory pressure gone")
+			c.hooks.Condition(supervisor.Throttled, false, "memory pressure gone")
 		}
 		c.record(incident.Unthrottle, fmt.Sprintf("memory pressure gone: memory.high raised to %s", human(next)),
 			map[string]string{"memory_high": strconv.FormatUint(next, 10), "restored": strconv.FormatBool(!still)})

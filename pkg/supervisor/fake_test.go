@@ -25,6 +25,15 @@ type fakeRuntime struct {
 	clock      func() time.Time
 	// startGate, when set, blocks Start until it is closed (a slow Podman).
 	startGate chan struct{}
+	// startErrs are returned by the next Start calls, in order (the start
+	// is then not done).
+	startErrs []error
+	// stopErr is returned by Stop (the container keeps running).
+	stopErr error
+	// waitErrs: the next Wait calls fail at once with these.
+	waitErrs []error
+	waits    int
+	kills    int
 }
 
 type fakeCtr struct {
@@ -116,6 +125,11 @@ func (f *fakeRuntime) Start(_ context.Context, id string) error {
 	if f.down {
 		return runtime.ErrUnavailable
 	}
+	if len(f.startErrs) > 0 {
+		err := f.startErrs[0]
+		f.startErrs = f.startErrs[1:]
+		return err
+	}
 	c := f.find(id)
 	if c == nil {
 		return runtime.ErrNotFound
@@ -141,6 +155,117 @@ func (f *fakeRuntime) kill(name string, code int32) {
 	f.exitLocked(c, code, true)
 }
 
+// killQuietly: the init dies and Podman's events stream says nothing (an
+// event lost while Podman restarted).
+func (f *fakeRuntime) killQuietly(name string, code int32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.exitLocked(f.find(name), code, false)
+}
+
+// emit sends an event as Podman would.
+func (f *fakeRuntime) emit(name, action string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(name)
+	if c != nil && f.events != nil {
+		f.events <- runtime.Event{Time: f.clock(), ID: c.c.ID, Name: c.c.Name, Action: action,
+			Partition: c.c.Labels[runtime.LabelPartition], ExitCode: -1}
+	}
+}
+
+func (f *fakeRuntime) running(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.find(name)
+	return c != nil && c.c.Running
+}
+
+// fakeResources is a resource policy that records what the supervisor
+// asked of it.
+type fakeResources struct {
+	mu       sync.Mutex
+	cfg      config.Partition
+	init     Init
+	hooks    Hooks
+	high     uint64
+	frozen   bool
+	kills    int
+	freezeFn func() error
+	killFn   func()
+}
+
+func (r *fakeResources) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+func (r *fakeResources) Usage() Usage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Usage{MemoryCurrent: 1 << 20, MemoryHigh: r.high, MemoryMax: ^uint64(0), CgroupPath: "/fake"}
+}
+func (r *fakeResources) SetMemoryHigh(v uint64) error {
+	r.mu.Lock()
+	r.high = v
+	r.mu.Unlock()
+	return nil
+}
+func (r *fakeResources) SetMemoryMax(uint64) error { return nil }
+func (r *fakeResources) SetOOMScoreAdj(int) error  { return nil }
+func (r *fakeResources) Freeze(context.Context) error {
+	if r.freezeFn != nil {
+		if err := r.freezeFn(); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	r.frozen = true
+	r.mu.Unlock()
+	return nil
+}
+func (r *fakeResources) Thaw(context.Context) error {
+	r.mu.Lock()
+	r.frozen = false
+	r.mu.Unlock()
+	return nil
+}
+func (r *fakeResources) Kill(context.Context) error {
+	r.mu.Lock()
+	r.kills++
+	fn := r.killFn
+	r.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+	return nil
+}
+
+// fakeFactory builds fakeResources and remembers each.
+type fakeFactory struct {
+	mu    sync.Mutex
+	built []*fakeResources
+}
+
+func (f *fakeFactory) New(p *config.Partition, init Init, h Hooks) (Resources, error) {
+	r := &fakeResources{cfg: *p, init: init, hooks: h, high: ^uint64(0)}
+	f.mu.Lock()
+	f.built = append(f.built, r)
+	f.mu.Unlock()
+	return r, nil
+}
+
+func (f *fakeFactory) last() *fakeResources {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.built) == 0 {
+		return nil
+	}
+	return f.built[len(f.built)-1]
+}
+
+func (f *fakeFactory) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.built)
+}
+
 func (f *fakeRuntime) exitLocked(c *fakeCtr, code int32, event bool) {
 	c.c.Running, c.c.Pid, c.c.Status, c.c.ExitCode = false, 0, "exited", code
 	close(c.exitC)
@@ -157,6 +282,9 @@ func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error 
 	if c == nil {
 		return runtime.ErrNotFound
 	}
+	if f.stopErr != nil {
+		return f.stopErr
+	}
 	if c.c.Running {
 		f.exitLocked(c, 0, false)
 	}
@@ -170,6 +298,7 @@ func (f *fakeRuntime) Kill(_ context.Context, id string, _ string) error {
 	if c == nil {
 		return runtime.ErrNotFound
 	}
+	f.kills++
 	if c.c.Running {
 		f.exitLocked(c, 137, true)
 	}
@@ -189,6 +318,13 @@ func (f *fakeRuntime) Remove(_ context.Context, id string) error {
 
 func (f *fakeRuntime) Wait(ctx context.Context, id string) (int32, error) {
 	f.mu.Lock()
+	f.waits++
+	if len(f.waitErrs) > 0 {
+		err := f.waitErrs[0]
+		f.waitErrs = f.waitErrs[1:]
+		f.mu.Unlock()
+		return -1, err
+	}
 	c := f.find(id)
 	if c == nil {
 		f.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,94 +20,126 @@ import (
 	"github.com/containers/qmd/internal/runtime"
 )
 
-// command is an operator request handled inside the partition's loop.
-type command int
-
-const (
-	cmdStart command = iota
-	cmdStop
-	cmdRestart
-	cmdResetFailed
-	cmdResync // re-inspect: after Podman came back, or on the slow tick
-)
-
-// exited reports that a Wait on container id returned, or that its init
-// (pid) is gone.
-type exited struct {
-	id     string
-	code   int32
-	pid    int
-	source string
-}
-
-// partition supervises one partition. All state is owned by run(); other
-// goroutines talk to it through channels and read the published Status.
+// partition supervises one partition. Its loop (run) is the only writer of
+// its state: Podman events, exits, operator commands, policy reactions and
+// timers all arrive as messages, and the loop never blocks on Podman or the
+// cgroup filesystem: that work runs as operations on other goroutines whose
+// results come back as messages. So the loop always answers (the watchdog
+// asks it), and each message ends with a reconcile step that converges what
+// Podman shows with what is wanted.
 type partition struct {
-	s   *Supervisor
-	log *zap.Logger
+	s    *Supervisor
+	name string
+	log  *zap.Logger
 
-	cmds    chan command
-	events  chan runtime.Event
-	exits   chan exited
-	configs chan *config.Partition
-	pings   chan chan struct{}
-	// busy is when the loop started its current piece of work (unix
-	// nanos), 0 while it waits for input.
-	busy    atomic.Int64
-	resMsgs chan resourceMsg
-	edits   chan func(*config.Partition)
+	inbox chan func() // run on the loop, in order
+	// kick wakes the loop for a resync when the inbox was full (events are
+	// never allowed to block the supervisor's event reader).
+	kick chan struct{}
+	// heartbeat is when the loop last finished a message (unix nanos);
+	// the watchdog's health check reads it.
+	heartbeat atomic.Int64
+	done      chan struct{}
 
-	// res is the resource policy of the running init (nil when none).
-	res   atomic.Pointer[Resources]
-	usage atomic.Pointer[usageSnap]
+	status  atomic.Pointer[Status]
+	cfgView atomic.Pointer[config.Partition] // the loop's cfg, for readers
+	res     atomic.Pointer[resHolder]        // the running policy, for usage reads
+	usage   atomic.Pointer[usageSnap]
 
-	status atomic.Pointer[Status]
-	// ready is closed after the first reconcile (adopt, start or failure).
+	// ready is closed after the first reconcile settled (adopted, started,
+	// failed, or Podman known to be away).
 	ready     chan struct{}
 	readyOnce sync.Once
 
+	// resq serialises resource work (freeze, limits) off the loop.
+	resq chan func()
+
 	// Owned by run().
-	cfg         *config.Partition
-	st          Status
-	wantRunning bool
-	backoff     *backoff.Backoff
-	starts      []time.Time // start times inside the start-limit interval
-	lastStart   time.Time
-	retry       clock.Timer // pending (re)start
-	waitCancel  context.CancelFunc
-	waitID      string
-	resCancel   context.CancelFunc
-	resGen      uint64
-	resPid      int
+	ctx        context.Context
+	cfg        *config.Partition
+	st         Status
+	want       want
+	removed    bool   // gone from the configuration: no longer supervised
+	restartReq string // a restart is wanted (stop, then start); its reason
+	restartKill bool  // ... and the stop kills instead of SIGTERM
+
+	obs      *runtime.Container // last observation (nil: no container)
+	obsValid bool
+	obsGen   uint64 // bumped on every invalidation
+	deadPid  int    // init reported gone by the kernel; Podman may lag
+	deadSeen int    // re-inspects spent on deadPid
+
+	op      string // in-flight lifecycle operation ("" = none)
+	opStart time.Time
+
+	backoff   *backoff.Backoff // restart delays
+	retry     *backoff.Backoff // Podman error retries
+	starts    []time.Time      // start times inside the start-limit interval
+	lastStart time.Time
+	timer     clock.Timer // pending restart / retry
+	timerWhy  string
+	resync    clock.Timer
+
+	waitID, waitPid int
+	waitCtr         string
+	waitCancel      context.CancelFunc
+	waitFails       int
+
+	resCancel context.CancelFunc
+	resGen    uint64
+	resPid    int
+	resBusy   bool // a policy is being built
+	resFails  int  // policy builds that failed since the last resync
+	cur       Resources
+	timedOut  bool // the last Podman operation timed out (PodmanDegraded)
+	// policyReloaded: the next attached policy comes from a reload.
+	policyReloaded bool
+	// restarting: activating because the init died (SubState restarting).
+	restarting bool
 }
+
+type want int
+
+const (
+	wantRun want = iota
+	wantStop
+)
+
+type resHolder struct{ r Resources }
 
 func newPartition(s *Supervisor, cfg *config.Partition) *partition {
 	p := &partition{
 		s:       s,
+		name:    cfg.Name,
 		log:     s.log.With(zap.String("partition", cfg.Name)),
-		cmds:    make(chan command, 16),
-		events:  make(chan runtime.Event, 64),
-		exits:   make(chan exited, 4),
-		configs: make(chan *config.Partition, 1),
-		pings:   make(chan chan struct{}),
-		resMsgs: make(chan resourceMsg, 64),
-		edits:   make(chan func(*config.Partition), 8),
+		inbox:   make(chan func(), 256),
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
 		ready:   make(chan struct{}),
+		resq:    make(chan func(), 16),
 		cfg:     cfg,
 		backoff: backoff.New(cfg.Restart.BackoffInitial.Duration, cfg.Restart.BackoffMax.Duration),
+		retry:   backoff.New(s.retryInitial, s.retryMax),
 	}
 	if s.rand != nil {
 		p.backoff.Rand = s.rand
+		p.retry.Rand = s.rand
 	}
-	p.st = Status{Name: cfg.Name, State: Inactive, OOMScoreAdj: cfg.OOMScoreAdj, Changed: s.clock.Now()}
-	p.wantRunning = cfg.Restart.Policy != "" // every configured partition is meant to run
+	p.st = Status{Name: cfg.Name, State: Inactive, SubState: SubDead, OOMScoreAdj: cfg.OOMScoreAdj, Changed: s.clock.Now()}
 	snap := p.st
 	p.status.Store(&snap)
+	c := *cfg
+	p.cfgView.Store(&c)
+	p.res.Store(&resHolder{})
+	p.heartbeat.Store(time.Now().UnixNano())
 	return p
 }
 
 // Status returns the latest snapshot.
 func (p *partition) Status() Status { return *p.status.Load() }
+
+// Config returns the configuration the loop works with.
+func (p *partition) Config() config.Partition { return *p.cfgView.Load() }
 
 // usageSnap is a recent read of the partition's memory usage.
 type usageSnap struct {
@@ -122,118 +155,220 @@ const usageMaxAge = 200 * time.Millisecond
 // changes all the time and is never pushed).
 func (p *partition) liveStatus() Status {
 	st := p.Status()
-	r := p.res.Load()
-	if r == nil || *r == nil {
+	r := p.res.Load().r
+	if r == nil || !st.Running() {
 		return st
 	}
 	snap := p.usage.Load()
-	if snap == nil || time.Since(snap.at) > usageMaxAge || snap.u.CgroupPath != st.CgroupPath && st.CgroupPath != "" {
-		snap = &usageSnap{at: time.Now(), u: (*r).Usage()}
+	if snap == nil || time.Since(snap.at) > usageMaxAge {
+		snap = &usageSnap{at: time.Now(), u: r.Usage()}
 		p.usage.Store(snap)
 	}
 	st.MemoryCurrent, st.MemoryHigh, st.MemoryMax = snap.u.MemoryCurrent, snap.u.MemoryHigh, snap.u.MemoryMax
+	if snap.u.CgroupPath != "" {
+		st.CgroupPath = snap.u.CgroupPath
+	}
 	return st
 }
 
 func (p *partition) markReady() { p.readyOnce.Do(func() { close(p.ready) }) }
 
-// send queues a command without blocking the caller (D-Bus handlers must
-// answer promptly). A full queue means the loop is wedged: say so.
-func (p *partition) send(c command) error {
+// post queues f for the loop, waiting while the inbox is full (the loop
+// never blocks, so it drains quickly). It fails only when the loop is gone
+// or ctx ends.
+func (p *partition) post(ctx context.Context, f func()) error {
 	select {
-	case p.cmds <- c:
+	case p.inbox <- f:
 		return nil
-	default:
-		return fmt.Errorf("partition %s: command queue full", p.cfg.Name)
+	case <-p.done:
+		return fmt.Errorf("partition %s: no longer supervised", p.name)
+	case <-ctx.Done():
+		return fmt.Errorf("partition %s: loop did not take the request: %w", p.name, ctx.Err())
 	}
 }
 
-func (p *partition) run(ctx context.Context) {
-	defer p.stopWait()
-	p.busy.Store(time.Now().UnixNano())
-	p.reconcile(ctx, "qmd started")
-	p.busy.Store(0)
-	p.markReady()
-	for {
-		var retry <-chan time.Time
-		if p.retry != nil {
-			retry = p.retry.C()
+// tryPost queues f without waiting; a full inbox turns into a resync.
+func (p *partition) tryPost(f func()) {
+	select {
+	case p.inbox <- f:
+	default:
+		select {
+		case p.kick <- struct{}{}:
+		default:
 		}
-		var job func()
+	}
+}
+
+// call runs f on the loop and returns its result. f may answer later (it
+// gets the reply function): long work answers when its operation is done.
+func (p *partition) call(ctx context.Context, f func(reply func(error))) error {
+	ch := make(chan error, 1)
+	reply := func(err error) {
+		select {
+		case ch <- err:
+		default:
+		}
+	}
+	if err := p.post(ctx, func() { f(reply) }); err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-p.done:
+		return fmt.Errorf("partition %s: no longer supervised", p.name)
+	case <-ctx.Done():
+		return fmt.Errorf("partition %s: no answer: %w", p.name, ctx.Err())
+	}
+}
+
+// run is the partition loop.
+func (p *partition) run(ctx context.Context) {
+	p.ctx = ctx
+	defer close(p.done)
+	defer p.teardown()
+	go p.resourceWorker(ctx)
+	p.armResync()
+	p.reconcile("qmd started")
+	for {
+		var timerC, resyncC <-chan time.Time
+		if p.timer != nil {
+			timerC = p.timer.C()
+		}
+		if p.resync != nil {
+			resyncC = p.resync.C()
+		}
 		select {
 		case <-ctx.Done():
-			if p.retry != nil {
-				p.retry.Stop()
-			}
 			return
-		case reply := <-p.pings:
-			close(reply)
-		case c := <-p.cmds:
-			job = func() { p.handleCommand(ctx, c) }
-		case ev := <-p.events:
-			job = func() { p.handleEvent(ctx, ev) }
-		case ex := <-p.exits:
-			job = func() { p.handleExit(ctx, ex) }
-		case <-retry:
-			p.retry = nil
-			job = func() { p.start(ctx, "restart after backoff") }
-		case cfg := <-p.configs:
-			p.applyConfig(cfg)
-		case m := <-p.resMsgs:
-			job = func() { p.handleResource(ctx, m) }
-		case edit := <-p.edits:
-			c := *p.cfg
-			edit(&c)
-			p.applyConfig(&c)
+		case f := <-p.inbox:
+			f()
+		case <-p.kick:
+			p.invalidate()
+		case <-timerC:
+			p.timer = nil
+			p.log.Debug("timer", zap.String("why", p.timerWhy))
+			if p.timerWhy == "restart" {
+				p.obsValid = false
+			}
+		case <-resyncC:
+			p.resync = nil
+			p.armResync()
+			p.waitFails, p.resFails = 0, 0
+			p.invalidate()
 		}
-		if job != nil {
-			// Work may wait on Podman (bounded by its timeouts); the
-			// watchdog's health check reads how long.
-			p.busy.Store(time.Now().UnixNano())
-			job()
-			p.busy.Store(0)
+		p.reconcile("")
+		p.heartbeat.Store(time.Now().UnixNano())
+		if p.removed && p.op == "" {
+			p.log.Info("partition removed from the configuration: no longer supervised")
+			return
 		}
 	}
 }
 
-func (p *partition) handleExit(ctx context.Context, ex exited) {
-	if ex.id != p.st.ContainerID || (ex.pid != 0 && ex.pid != p.st.MainPID) {
+// armResync schedules the next jittered resync (the `resync` key): a
+// reconcile that needs no event, so that no lost event or failed watch can
+// strand the partition.
+func (p *partition) armResync() {
+	every := p.s.resyncEvery()
+	j := 0.5
+	if p.s.rand != nil {
+		j = p.s.rand()
+	}
+	d := time.Duration(float64(every) * (0.75 + 0.5*j))
+	p.resync = p.s.clock.NewTimer(d)
+}
+
+func (p *partition) teardown() {
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	if p.resync != nil {
+		p.resync.Stop()
+	}
+	p.stopWatch()
+	p.detachResources()
+}
+
+// invalidate marks the observation stale: the next reconcile inspects.
+func (p *partition) invalidate() {
+	p.obsValid = false
+	p.obsGen++
+}
+
+// setTimer schedules one wake-up (a restart delay or a retry).
+func (p *partition) setTimer(d time.Duration, why string) {
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.timer, p.timerWhy = p.s.clock.NewTimer(d), why
+}
+
+func (p *partition) clearTimer() {
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+}
+
+// setState records a lifecycle transition.
+func (p *partition) setState(s State, reason string) {
+	if s != Activating {
+		p.restarting = false
+	}
+	if p.st.State != s {
+		p.st.State = s
+		p.st.Changed = p.s.clock.Now()
+		p.st.Reason = reason
+		p.log.Info("partition "+string(s), zap.String("state", string(s)),
+			zap.String("container_id", p.st.ContainerID), zap.String("reason", reason))
+	}
+	p.publish(reason)
+}
+
+// setCond sets or clears a condition.
+func (p *partition) setCond(c Condition, on bool, reason string) {
+	if p.st.Conditions.Has(c) == on {
 		return
 	}
-	reason := fmt.Sprintf("wait returned exit code %d", ex.code)
-	if ex.source != "" {
-		reason = ex.source
+	cs := p.st.Conditions.clone()
+	if on {
+		if cs == nil {
+			cs = Conditions{}
+		}
+		cs[c] = reason
+	} else {
+		delete(cs, c)
 	}
-	p.containerGone(ctx, reason, ex.pid)
+	p.st.Conditions = cs
+	p.st.Reason = reason
+	p.log.Info("partition condition", zap.String("condition", string(c)), zap.Bool("set", on), zap.String("reason", reason))
+	p.publish(reason)
 }
 
-// maxBusy is how long one piece of work may legitimately take: a stop
-// (stop timeout) and a start (a few bounded Podman calls).
-func (p *partition) maxBusy() time.Duration {
-	return p.cfg.StopTimeout.Duration + 4*p.s.podmanTimeout + 10*time.Second
-}
-
-// setState records a transition and publishes it.
-func (p *partition) setState(s State, reason string) {
-	changed := p.st.State != s
-	p.st.State = s
-	if changed {
-		p.st.Changed = p.s.clock.Now()
-	}
-	p.publish(reason, changed)
-}
-
-func (p *partition) publish(reason string, transition bool) {
+// publish stores a fresh snapshot and tells subscribers when it changed.
+func (p *partition) publish(reason string) {
 	p.st.PodmanUp = p.s.podmanUp.Load()
+	p.st.SubState = deriveSub(p.st.State, p.st.Conditions, p.restarting)
 	snap := p.st
-	p.status.Store(&snap)
-	if transition {
-		p.log.Info("partition "+string(snap.State),
-			zap.String("state", string(snap.State)),
-			zap.String("container_id", snap.ContainerID),
-			zap.String("reason", reason))
+	snap.Conditions = p.st.Conditions.clone()
+	old := p.status.Swap(&snap)
+	if reason == "" && sameStatus(*old, snap) {
+		return
+	}
+	if reason == "" {
+		reason = p.st.Reason
 	}
 	p.s.publish(Change{Status: snap, Reason: reason})
+}
+
+func sameStatus(a, b Status) bool {
+	if len(a.Conditions) == 0 && len(b.Conditions) == 0 {
+		a.Conditions, b.Conditions = nil, nil
+	}
+	// PodmanLatency changes with every operation: not a change to publish.
+	a.PodmanLatency, b.PodmanLatency = 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 func (p *partition) record(t incident.Type, summary string, details map[string]string) {
@@ -243,298 +378,164 @@ func (p *partition) record(t incident.Type, summary string, details map[string]s
 	if p.st.ContainerID != "" {
 		details["container_id"] = p.st.ContainerID
 	}
-	p.s.sink.Record(incident.Incident{Partition: p.cfg.Name, Type: t, Summary: summary, Details: details})
+	p.s.sink.Record(incident.Incident{Partition: p.name, Type: t, Summary: summary, Details: details})
 }
 
-// reconcile brings the partition in line with what is wanted, starting from
-// what Podman says. It is how qmd starts (adoption) and how it recovers
-// after losing Podman.
-func (p *partition) reconcile(ctx context.Context, reason string) {
-	if p.st.State == Failed || p.st.State == Stopping {
+// reconcile converges what Podman shows with what is wanted. It only ever
+// starts one operation and returns; the operation's result calls it again.
+func (p *partition) reconcile(reason string) {
+	defer p.publish("")
+	if p.op != "" || p.ctx.Err() != nil || p.removed {
 		return
 	}
-	name := p.cfg.ContainerNameOrDefault()
-	c, err := p.s.rt.Inspect(ctx, name)
-	switch {
-	case errors.Is(err, runtime.ErrNotFound):
-		p.st.ContainerID, p.st.MainPID = "", 0
-		if p.wantRunning && p.retry == nil {
-			p.start(ctx, reason+": no container yet")
-		} else if !p.wantRunning {
-			p.setState(Inactive, reason)
+	if p.timer != nil {
+		if p.timerWhy != "re-inspect" {
+			p.markReady() // settled until the timer fires
 		}
-		return
-	case errors.Is(err, runtime.ErrUnavailable):
-		p.log.Warn("podman unavailable, will retry when it is back", zap.Error(err))
-		p.publish(reason, false)
-		return
-	case err != nil:
-		p.log.Error("inspect failed", zap.Error(err))
+		return // waiting: a restart delay or a retry after a Podman error
+	}
+	if !p.obsValid {
+		p.launchInspect()
 		return
 	}
-	if c.Labels[runtime.LabelPartition] != p.cfg.Name {
-		p.st.Result = "name-conflict"
-		p.setState(Failed, fmt.Sprintf("container %q exists but is not managed by qmd for this partition (label %s=%q)",
-			name, runtime.LabelPartition, c.Labels[runtime.LabelPartition]))
-		return
-	}
-	adopting := p.st.ContainerID != c.ID
-	p.st.ContainerID = c.ID
-	p.st.Drift = c.Labels[runtime.LabelConfigHash] != p.cfg.CreateHash()
-	if c.Running {
-		p.st.MainPID, p.st.CgroupPath = c.Pid, c.CgroupPath
-		if adopting {
-			if p.lastStart.IsZero() {
-				p.lastStart = c.StartedAt
-			}
-			p.record(incident.Adopt, "adopted running partition", map[string]string{
-				"pid": strconv.Itoa(c.Pid), "started_at": c.StartedAt.Format(time.RFC3339)})
-			if p.st.Drift {
-				p.record(incident.ConfigDrift, "running container was created from another configuration; it will be recreated at its next restart",
-					map[string]string{"label": c.Labels[runtime.LabelConfigHash], "config": p.cfg.CreateHash()})
-			}
+	c := p.obs
+	if c != nil && c.Labels[runtime.LabelPartition] != p.name {
+		p.stopWatch()
+		p.detachResources()
+		if p.st.State != Failed {
+			p.st.Result = "name-conflict"
+			p.setState(Failed, fmt.Sprintf("container %q exists but is not managed by qmd for this partition (label %s=%q)",
+				c.Name, runtime.LabelPartition, c.Labels[runtime.LabelPartition]))
 		}
-		p.watch(ctx, c.ID)
-		p.attachResources(ctx)
-		if p.st.State != Running && p.st.State != Throttled && p.st.State != Frozen {
-			p.setState(Running, reason+": container running")
+		p.markReady()
+		return
+	}
+	running := c != nil && c.Running
+	if running && p.deadPid != 0 && c.Pid == p.deadPid {
+		// The kernel said the init is gone and Podman has not noticed
+		// yet: look again shortly, briefly.
+		if p.deadSeen < 50 {
+			p.deadSeen++
+			p.invalidate()
+			p.setTimer(10*time.Millisecond, "re-inspect")
+			return
+		}
+		p.deadPid = 0
+	}
+	if c != nil {
+		p.st.ContainerID = c.ID
+		p.st.Drift = c.Labels[runtime.LabelConfigHash] != p.cfg.CreateHash()
+	} else {
+		p.st.ContainerID, p.st.Drift = "", false
+	}
+	if p.st.State == Failed {
+		// Only ResetFailed (or a reload) leaves failed. A container that
+		// still runs (a stop that failed) stays watched.
+		if running {
+			p.observeRunning(c)
 		} else {
-			p.publish(reason, false)
+			p.stopWatch()
+			p.detachResources()
+			p.st.MainPID = 0
 		}
+		p.markReady()
 		return
-	}
-	// The container exists but is not running.
-	p.st.MainPID = 0
-	p.st.LastExit = c.ExitCode
-	if p.st.State == Restarting && p.retry != nil {
-		return // a restart is already scheduled
-	}
-	if !p.wantRunning {
-		p.setState(Inactive, reason)
-		return
-	}
-	if p.st.State == Running || p.st.State == Throttled || p.st.State == Frozen {
-		p.died(ctx, c.ExitCode, reason+": container no longer running")
-		return
-	}
-	p.start(ctx, reason+": container "+c.Status)
-}
-
-// watch starts a Wait on the container: a second source of exit besides
-// the events stream (events can be lost while Podman restarts).
-func (p *partition) watch(ctx context.Context, id string) {
-	if p.waitID == id && p.waitCancel != nil {
-		return
-	}
-	p.stopWait()
-	wctx, cancel := context.WithCancel(ctx)
-	p.waitCancel, p.waitID = cancel, id
-	go func() {
-		code, err := p.s.rt.Wait(wctx, id)
-		if err != nil || wctx.Err() != nil {
-			return // unavailable or cancelled: the events/resync path covers it
-		}
-		select {
-		case p.exits <- exited{id: id, code: code}:
-		case <-wctx.Done():
-		}
-	}()
-	if p.s.procWatch == nil || p.st.MainPID <= 0 {
-		return
-	}
-	pid := p.st.MainPID
-	done, err := p.s.procWatch(wctx, pid)
-	if err != nil {
-		p.log.Debug("init exit watch unavailable; relying on podman", zap.Int("pid", pid), zap.Error(err))
-		return
-	}
-	go func() {
-		<-done
-		if wctx.Err() != nil {
-			return
-		}
-		select {
-		case p.exits <- exited{id: id, code: -1, pid: pid, source: fmt.Sprintf("init (pid %d) exited", pid)}:
-		case <-wctx.Done():
-		}
-	}()
-}
-
-func (p *partition) stopWait() {
-	if p.waitCancel != nil {
-		p.waitCancel()
-		p.waitCancel, p.waitID = nil, ""
-	}
-	p.detachResources()
-}
-
-// attachResources starts the resource policy for the running init.
-func (p *partition) attachResources(ctx context.Context) {
-	if p.s.newResources == nil || p.st.MainPID <= 0 || (p.resCancel != nil && p.resPid == p.st.MainPID) {
-		return
-	}
-	p.detachResources()
-	p.resPid = p.st.MainPID
-	p.resGen++
-	gen := p.resGen
-	hooks := Hooks{
-		OOMKill:  func(n int) { p.resMsg(resourceMsg{gen: gen, oomKills: n}) },
-		Restart:  func(reason string) { p.resMsg(resourceMsg{gen: gen, restart: reason}) },
-		SetState: func(s State, reason string) { p.resMsg(resourceMsg{gen: gen, state: s, reason: reason}) },
-		Sink:     p.s.sink,
-	}
-	r, err := p.s.newResources(p.cfg, Init{ContainerID: p.st.ContainerID, PID: p.st.MainPID}, hooks)
-	if err != nil {
-		p.log.Warn("resource policy not applied", zap.Error(err))
-		return
-	}
-	p.res.Store(&r)
-	rctx, cancel := context.WithCancel(ctx)
-	p.resCancel = cancel
-	go func() {
-		if err := r.Run(rctx); err != nil && rctx.Err() == nil {
-			p.log.Warn("resource policy stopped", zap.Error(err))
-		}
-	}()
-	p.refreshUsage()
-}
-
-func (p *partition) detachResources() {
-	if p.resCancel != nil {
-		p.resCancel()
-		p.resCancel = nil
-	}
-	var none Resources
-	p.res.Store(&none)
-}
-
-// refreshUsage copies the policy's view into the status.
-func (p *partition) refreshUsage() {
-	r := p.res.Load()
-	if r == nil || *r == nil {
-		return
-	}
-	u := (*r).Usage()
-	p.usage.Store(&usageSnap{at: time.Now(), u: u})
-	p.st.MemoryCurrent, p.st.MemoryHigh, p.st.MemoryMax = u.MemoryCurrent, u.MemoryHigh, u.MemoryMax
-	if u.CgroupPath != "" {
-		p.st.CgroupPath = u.CgroupPath
-	}
-}
-
-func (p *partition) resMsg(m resourceMsg) {
-	select {
-	case p.resMsgs <- m:
-	default:
-		p.log.Warn("resource report dropped: partition loop busy")
-	}
-}
-
-func (p *partition) handleResource(ctx context.Context, m resourceMsg) {
-	if m.gen != 0 && m.gen != p.resGen {
-		return // from the policy of an earlier init
-	}
-	if m.oomKills > 0 {
-		p.st.NOOMKills += uint32(m.oomKills)
-	}
-	p.refreshUsage()
-	switch {
-	case m.restart != "":
-		if p.st.State == Running || p.st.State == Throttled || p.st.State == Frozen {
-			p.stop(ctx, m.restart)
-			p.wantRunning = true
-			p.start(ctx, m.restart)
-		}
-		return
-	case m.state != "" && (p.st.State == Running || p.st.State == Throttled || p.st.State == Frozen):
-		p.setState(m.state, m.reason)
-		return
-	}
-	p.publish("resource usage", false)
-}
-
-// persist changes the partition's configuration in place (non-runtime
-// D-Bus settings); it lasts until the next reload.
-func (p *partition) persist(f func(*config.Partition)) {
-	select {
-	case p.edits <- f:
-	default:
-		p.log.Warn("configuration edit dropped: partition loop busy")
-	}
-}
-
-func (p *partition) handleEvent(ctx context.Context, ev runtime.Event) {
-	if ev.ID != p.st.ContainerID {
-		return // an old container, or one we do not know yet (replayed)
-	}
-	switch ev.Action {
-	case "died", "exited", "stop", "kill", "remove", "cleanup":
-		if p.st.State == Running || p.st.State == Throttled || p.st.State == Frozen {
-			p.containerGone(ctx, "podman event "+ev.Action, 0)
-		}
-		if ev.Action == "remove" && p.st.State != Stopping {
-			p.st.ContainerID = ""
-		}
-	}
-}
-
-// containerGone confirms an exit with an inspect (events may be replayed
-// or stale) and then reacts. deadPid is the init known to be gone (pidfd),
-// 0 when the source was Podman: Podman may not have noticed a death the
-// kernel reported, so its "running" is re-checked briefly.
-func (p *partition) containerGone(ctx context.Context, reason string, deadPid int) {
-	if p.st.State != Running && p.st.State != Throttled && p.st.State != Frozen {
-		return
-	}
-	id := p.st.ContainerID
-	c, err := p.s.rt.Inspect(ctx, id)
-	for i := 0; deadPid > 0 && err == nil && c.Running && c.Pid == deadPid && i < 50; i++ {
-		t := p.s.clock.NewTimer(10 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C():
-		}
-		c, err = p.s.rt.Inspect(ctx, id)
 	}
 	switch {
-	case err == nil && c.Running:
-		if c.Pid != p.st.MainPID {
-			p.st.MainPID = c.Pid
-			p.publish("container restarted outside qmd", false)
+	case running && p.want == wantRun && p.restartReq == "":
+		p.observeRunning(c)
+		if p.st.State != Active {
+			p.adopted(c, reason)
 		}
-		return
-	case errors.Is(err, runtime.ErrUnavailable):
-		return // resync after reconnection decides
-	case errors.Is(err, runtime.ErrNotFound):
-		p.st.ContainerID = ""
-		p.died(ctx, -1, reason+" (container removed)")
-	case err != nil:
-		p.log.Warn("inspect after exit failed", zap.Error(err))
-		p.died(ctx, -1, reason)
+		p.podmanOK()
+		p.markReady()
+	case running:
+		// Stop wanted, or a restart: stop (or kill) first.
+		why := "stop requested"
+		if p.restartReq != "" {
+			why = p.restartReq
+		}
+		p.launchStop(c, why, p.restartKill || p.st.Conditions.Has(Frozen))
+	case p.want == wantRun:
+		if p.st.State == Active {
+			p.died(c, "container no longer running")
+			if p.timer != nil || p.st.State != Activating {
+				return
+			}
+		}
+		p.restartReq, p.restartKill = "", false
+		p.launchStart(reason)
 	default:
-		p.died(ctx, c.ExitCode, reason)
+		p.stopWatch()
+		p.detachResources()
+		p.st.MainPID = 0
+		if c != nil {
+			p.st.LastExit = c.ExitCode
+		}
+		if p.st.State != Inactive {
+			p.setState(Inactive, firstOf(reason, "not running"))
+		}
+		p.podmanOK()
+		p.markReady()
 	}
 }
 
-// died handles an unexpected exit of the partition's init.
-func (p *partition) died(ctx context.Context, code int32, reason string) {
-	p.stopWait()
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// observeRunning keeps the watches and the policy on the running init.
+func (p *partition) observeRunning(c *runtime.Container) {
+	if c.Pid != p.st.MainPID && p.st.MainPID != 0 && p.st.State == Active {
+		p.log.Info("partition init changed outside qmd", zap.Int("old_pid", p.st.MainPID), zap.Int("pid", c.Pid))
+	}
+	p.st.MainPID = c.Pid
+	if c.CgroupPath != "" && p.st.CgroupPath == "" {
+		p.st.CgroupPath = c.CgroupPath
+	}
+	p.watch(c.ID, c.Pid)
+	p.attachResources(c.ID, c.Pid)
+}
+
+// adopted is a running container the loop did not start itself: qmd
+// started with the partition running, or Podman came back with it.
+func (p *partition) adopted(c *runtime.Container, reason string) {
+	if p.lastStart.IsZero() {
+		p.lastStart = c.StartedAt
+	}
+	p.st.Result = "success"
+	p.record(incident.Adopt, "adopted running partition", map[string]string{
+		"pid": strconv.Itoa(c.Pid), "started_at": c.StartedAt.Format(time.RFC3339)})
+	if p.st.Drift {
+		p.record(incident.ConfigDrift, "running container was created from another configuration; it will be recreated at its next restart",
+			map[string]string{"label": c.Labels[runtime.LabelConfigHash], "config": p.cfg.CreateHash()})
+	}
+	p.setState(Active, firstOf(reason, "container running"))
+}
+
+// died handles an unexpected end of the partition's init: restart with
+// backoff (a timer), or stay down as the restart policy says.
+func (p *partition) died(c *runtime.Container, reason string) {
+	p.stopWatch()
+	p.detachResources()
+	code := int32(-1)
+	if c != nil {
+		code = c.ExitCode
+	} else {
+		reason += " (container removed)"
+	}
 	now := p.s.clock.Now()
-	p.st.MainPID = 0
-	p.st.LastExit = code
-	p.st.Result = "exit-code"
-	if !p.wantRunning {
-		p.setState(Inactive, reason)
-		return
-	}
+	p.st.MainPID, p.st.LastExit, p.st.Result = 0, code, "exit-code"
+	p.clearConds()
 	pol := p.cfg.Restart.Policy
 	if pol == "no" || (pol == "on-failure" && code == 0) {
-		p.st.Result = "success"
-		if code != 0 {
-			p.st.Result = "exit-code"
+		if code == 0 {
+			p.st.Result = "success"
 		}
+		p.want = wantStop
 		p.setState(Inactive, fmt.Sprintf("%s, exit code %d, restart policy %s", reason, code, pol))
 		return
 	}
@@ -546,12 +547,21 @@ func (p *partition) died(ctx context.Context, code int32, reason string) {
 	p.record(incident.Restart, fmt.Sprintf("partition init exited (code %d); restarting in %s", code, delay),
 		map[string]string{"exit_code": strconv.Itoa(int(code)), "delay": delay.String(), "reason": reason,
 			"restarts": strconv.Itoa(int(p.st.NRestarts))})
-	p.setState(Restarting, fmt.Sprintf("%s (exit code %d); restart in %s", reason, code, delay))
-	if delay == 0 {
-		p.start(ctx, "restart")
-		return
+	// The timer first: whoever sees the published state may advance a
+	// (fake) clock at once.
+	if delay > 0 {
+		p.setTimer(delay, "restart")
 	}
-	p.retry = p.s.clock.NewTimer(delay)
+	p.restarting = true
+	p.setState(Activating, fmt.Sprintf("%s (exit code %d); restart in %s", reason, code, delay))
+	p.markReady()
+}
+
+// clearConds drops the conditions that only exist while the init runs.
+func (p *partition) clearConds() {
+	for _, c := range []Condition{Throttled, Frozen, CPULimited} {
+		p.setCond(c, false, "partition init gone")
+	}
 }
 
 // startLimitHit counts this start against the start limit.
@@ -574,188 +584,461 @@ func (p *partition) startLimitHit(now time.Time) bool {
 	return false
 }
 
-// start creates (if needed) and starts the container.
-func (p *partition) start(ctx context.Context, reason string) {
-	if p.retry != nil {
-		p.retry.Stop()
-		p.retry = nil
+// fail enters failed; Result says why.
+func (p *partition) fail(result, reason string, t incident.Type, summary string, details map[string]string) {
+	p.st.Result = result
+	p.clearTimer()
+	if t != "" {
+		p.record(t, summary, details)
 	}
+	p.setState(Failed, reason)
+	p.markReady()
+}
+
+// opDone closes an operation: podman health bookkeeping shared by all.
+// It reports whether the operation's result may be used (false: a Podman
+// error, already handled by scheduling a retry).
+func (p *partition) opDone(what string, gen uint64, c *runtime.Container, found bool, err error) bool {
+	p.op = ""
+	p.st.PodmanLatency = p.s.clock.Now().Sub(p.opStart)
+	switch {
+	case err == nil:
+		if what != "inspect" {
+			// An inspect answering says little (a start may still time
+			// out); the reconcile's steady state clears it too.
+			p.podmanOK()
+		}
+		if gen == p.obsGen {
+			p.obs, p.obsValid = nil, true
+			if found {
+				p.obs = c
+			}
+		}
+		return true
+	case errors.Is(err, runtime.ErrTimeout):
+		d := p.retryDelay()
+		if !p.timedOut {
+			p.timedOut = true
+			p.record(incident.PodmanSlow, fmt.Sprintf("podman did not answer %s in time; retrying", what),
+				map[string]string{"operation": what, "error": err.Error(), "retry_in": d.String()})
+		}
+		p.setCond(PodmanDegraded, true, "podman "+what+" timed out")
+		p.log.Warn("podman call timed out; retrying", zap.String("operation", what), zap.Duration("retry_in", d), zap.Error(err))
+		p.invalidate()
+		p.setTimer(d, "retry")
+		return false
+	case errors.Is(err, runtime.ErrUnavailable):
+		d := p.retryDelay()
+		p.setCond(PodmanDegraded, true, "podman unavailable")
+		p.log.Warn("podman unavailable; retrying", zap.String("operation", what), zap.Duration("retry_in", d), zap.Error(err))
+		p.invalidate()
+		p.setTimer(d, "retry")
+		p.markReady() // nothing more to learn until Podman is back
+		return false
+	case errors.Is(err, context.Canceled) && p.ctx.Err() != nil:
+		return false
+	}
+	return true
+}
+
+// podmanOK: Podman did the partition's work again. Clears the
+// podman-degraded condition and reports the end of a slow episode.
+func (p *partition) podmanOK() {
+	p.retry.Reset()
+	if p.timedOut {
+		p.timedOut = false
+		p.record(incident.PodmanSlow, "podman answers again", map[string]string{"latency": p.st.PodmanLatency.String()})
+	}
+	if p.s.podmanUp.Load() {
+		p.setCond(PodmanDegraded, false, "podman answers again")
+	}
+}
+
+// retryDelay is the next delay before retrying work Podman did not do.
+func (p *partition) retryDelay() time.Duration {
+	return max(p.retry.Next(), p.s.retryInitial)
+}
+
+// launchInspect observes the container by name.
+func (p *partition) launchInspect() {
+	gen := p.obsGen
+	name := p.cfg.ContainerNameOrDefault()
+	p.launch("inspect", p.s.podmanTimeout+time.Second, func(ctx context.Context) func() {
+		c, err := p.s.rt.Inspect(ctx, name)
+		return func() {
+			found := err == nil
+			if errors.Is(err, runtime.ErrNotFound) {
+				err = nil
+			}
+			if !p.opDone("inspect", gen, c, found, err) {
+				return
+			}
+			if err != nil {
+				d := p.retryDelay()
+				p.log.Error("inspect failed; retrying", zap.Error(err), zap.Duration("retry_in", d))
+				p.setTimer(d, "retry")
+			}
+		}
+	})
+}
+
+// launch runs op on its own goroutine with a deadline; the function it
+// returns is run on the loop.
+func (p *partition) launch(name string, deadline time.Duration, op func(ctx context.Context) func()) {
+	p.op, p.opStart = name, p.s.clock.Now()
+	ctx, cancel := context.WithTimeout(p.ctx, deadline)
+	go func() {
+		defer cancel()
+		then := op(ctx)
+		// The loop may have ended meanwhile: never block on it.
+		_ = p.post(context.Background(), then)
+	}()
+}
+
+// launchStart creates (if needed) and starts the container.
+func (p *partition) launchStart(reason string) {
 	now := p.s.clock.Now()
 	if p.startLimitHit(now) {
-		p.st.Result = "start-limit-hit"
-		p.stopWait()
-		p.record(incident.StartLimit, fmt.Sprintf("more than %d starts within %s; partition failed until reset",
-			p.cfg.Restart.StartLimitBurst, p.cfg.Restart.StartLimitInterval.Duration), nil)
-		p.setState(Failed, "start limit hit")
+		p.stopWatch()
+		p.detachResources()
+		p.fail("start-limit-hit", "start limit hit", incident.StartLimit,
+			fmt.Sprintf("more than %d starts within %s; partition failed until reset",
+				p.cfg.Restart.StartLimitBurst, p.cfg.Restart.StartLimitInterval.Duration), nil)
 		return
 	}
-	if p.st.State != Restarting {
-		p.setState(Starting, reason)
+	if p.st.State != Activating {
+		p.setState(Activating, firstOf(reason, "start"))
 	}
+	cfg := p.cfg
+	obs := p.obs
+	gen := p.obsGen
 	t0 := time.Now()
-	id, err := p.ensureContainer(ctx)
-	if err == nil {
-		err = p.s.rt.Start(ctx, id)
-		if errors.Is(err, runtime.ErrNotFound) {
-			p.st.ContainerID = ""
+	p.launch("start", 4*p.s.podmanTimeout+time.Second, func(ctx context.Context) func() {
+		c, err := p.startContainer(ctx, cfg, obs)
+		return func() {
+			p.log.Debug("start operation", zap.Duration("took", time.Since(t0)), zap.Error(err))
+			if !p.opDone("start", gen, c, c != nil, err) {
+				// Not the partition's fault: do not burn the start limit.
+				p.starts = p.starts[:max(len(p.starts)-1, 0)]
+				return
+			}
+			if errors.Is(err, runtime.ErrNotFound) {
+				// The container vanished between look-up and start:
+				// look again, without counting a start.
+				p.starts = p.starts[:max(len(p.starts)-1, 0)]
+				p.invalidate()
+				p.setTimer(p.retryDelay(), "retry")
+				return
+			}
+			if err != nil {
+				d := p.backoff.Next()
+				if d == 0 {
+					d = p.backoff.Next()
+				}
+				p.st.Result = "start-failed"
+				p.log.Error("start failed", zap.Error(err), zap.Duration("retry_in", d))
+				p.record(incident.StartFailed, "partition start failed: "+err.Error(), map[string]string{"retry_in": d.String()})
+				p.invalidate()
+				p.st.Reason = fmt.Sprintf("start failed: %v; retry in %s", err, d)
+				p.setTimer(d, "retry")
+				return
+			}
+			p.lastStart = now
+			p.st.ContainerID = c.ID
+			p.st.Drift = false
+			if !c.Running {
+				// It exited already (an init that fails at once): a crash.
+				p.st.State = Active
+				p.died(c, "init exited right after start")
+				return
+			}
+			p.st.Result = "success"
+			p.st.MainPID, p.st.CgroupPath = c.Pid, c.CgroupPath
+			p.record(incident.Start, "partition started", map[string]string{"pid": strconv.Itoa(c.Pid), "reason": firstOf(reason, "start")})
+			p.observeRunning(c)
+			p.setState(Active, firstOf(reason, "started"))
+			p.markReady()
+		}
+	})
+}
+
+// startContainer runs on an operation goroutine: it must not touch the
+// loop's state (cfg and obs are the loop's values, passed in).
+func (p *partition) startContainer(ctx context.Context, cfg *config.Partition, obs *runtime.Container) (*runtime.Container, error) {
+	id := ""
+	if obs != nil && obs.Labels[runtime.LabelPartition] == cfg.Name {
+		id = obs.ID
+		if obs.Labels[runtime.LabelConfigHash] != cfg.CreateHash() {
+			p.log.Info("recreating container from the current configuration",
+				zap.String("container_id", obs.ID), zap.String("reason", "config changed"))
+			if err := p.s.rt.Remove(ctx, obs.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+				return nil, err
+			}
+			id = ""
 		}
 	}
-	if err != nil {
-		p.startFailed(ctx, err)
-		return
-	}
-	p.log.Debug("container started", zap.Duration("took", time.Since(t0)))
-	p.lastStart = now
-	c, err := p.s.rt.Inspect(ctx, id)
-	if err != nil {
-		p.startFailed(ctx, err)
-		return
-	}
-	p.st.Result = "success"
-	if !c.Running {
-		// It exited already (an init that fails at once): a crash.
-		p.st.State = Running
-		p.died(ctx, c.ExitCode, "init exited right after start")
-		return
-	}
-	p.st.MainPID, p.st.CgroupPath = c.Pid, c.CgroupPath
-	p.record(incident.Start, "partition started", map[string]string{"pid": strconv.Itoa(c.Pid), "reason": reason})
-	p.watch(ctx, id)
-	p.attachResources(ctx)
-	p.setState(Running, reason)
-}
-
-func (p *partition) startFailed(ctx context.Context, err error) {
-	if errors.Is(err, runtime.ErrUnavailable) {
-		// Not the partition's fault: do not burn the start limit. The
-		// resync after reconnection starts it.
-		p.starts = p.starts[:max(len(p.starts)-1, 0)]
-		p.log.Warn("podman unavailable; start deferred until it is back", zap.Error(err))
-		p.setState(Restarting, "waiting for podman")
-		return
-	}
-	p.st.Result = "start-failed"
-	p.log.Error("start failed", zap.Error(err))
-	delay := p.backoff.Next()
-	if delay == 0 {
-		delay = p.backoff.Next()
-	}
-	p.setState(Restarting, fmt.Sprintf("start failed: %v; retry in %s", err, delay))
-	p.retry = p.s.clock.NewTimer(delay)
-}
-
-// ensureContainer returns the ID of a container built from the current
-// configuration, recreating a drifted one.
-func (p *partition) ensureContainer(ctx context.Context) (string, error) {
-	if p.st.ContainerID != "" && !p.st.Drift && p.st.State == Restarting {
-		// A restart of the container we know, built from the current
-		// configuration: no lookup needed (Start fails with ErrNotFound if
-		// it vanished, and the next attempt looks it up).
-		return p.st.ContainerID, nil
-	}
-	name := p.cfg.ContainerNameOrDefault()
-	c, err := p.s.rt.Inspect(ctx, name)
-	switch {
-	case errors.Is(err, runtime.ErrNotFound):
-	case err != nil:
-		return "", err
-	case c.Labels[runtime.LabelPartition] != p.cfg.Name:
-		return "", fmt.Errorf("container %q exists but is not managed by qmd", name)
-	case c.Labels[runtime.LabelConfigHash] == p.cfg.CreateHash():
-		// Ours and current (Start of one that someone started meanwhile
-		// is a no-op: adopted, never duplicated).
-		p.st.ContainerID, p.st.Drift = c.ID, false
-		return c.ID, nil
-	default:
-		p.log.Info("recreating container from the current configuration",
-			zap.String("container_id", c.ID), zap.String("reason", "config changed"))
-		if err := p.s.rt.Remove(ctx, c.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
-			return "", err
+	if id == "" {
+		var err error
+		if id, err = p.s.rt.Create(ctx, cfg); err != nil {
+			return nil, err
 		}
 	}
-	id, err := p.s.rt.Create(ctx, p.cfg)
-	if err != nil {
-		return "", err
+	if err := p.s.rt.Start(ctx, id); err != nil {
+		return nil, err
 	}
-	p.st.ContainerID, p.st.Drift = id, false
-	return id, nil
+	return p.s.rt.Inspect(ctx, id)
 }
 
-func (p *partition) stop(ctx context.Context, reason string) {
-	p.wantRunning = false
-	if p.retry != nil {
-		p.retry.Stop()
-		p.retry = nil
+// launchStop stops the running container; kill (a frozen partition, or a
+// policy restart) kills every process of it at once instead: SIGTERM
+// cannot reach frozen tasks, and waiting for stop_timeout while holding
+// the memory helps nobody.
+func (p *partition) launchStop(c *runtime.Container, reason string, kill bool) {
+	p.stopWatch() // the exit we cause is not a crash
+	res := p.cur
+	p.detachResources()
+	p.setState(Deactivating, reason)
+	id := c.ID
+	timeout := p.cfg.StopTimeout.Duration
+	gen := p.obsGen
+	p.launch("stop", timeout+2*p.s.podmanTimeout+5*time.Second, func(ctx context.Context) func() {
+		var kerr error
+		if kill {
+			if res != nil {
+				kerr = res.Kill(ctx)
+			}
+			if res == nil || kerr != nil {
+				kerr = errors.Join(kerr, p.s.rt.Kill(ctx, id, "SIGKILL"))
+			}
+		}
+		err := p.s.rt.Stop(ctx, id, timeout)
+		var after *runtime.Container
+		if err == nil || errors.Is(err, runtime.ErrNotFound) {
+			var ierr error
+			after, ierr = p.s.rt.Inspect(ctx, id)
+			if errors.Is(ierr, runtime.ErrNotFound) {
+				after, err = nil, nil
+			} else if ierr != nil {
+				err = ierr
+			}
+		}
+		return func() { p.stopDone(gen, id, reason, kill, after, kerr, err) }
+	})
+}
+
+func (p *partition) stopDone(gen uint64, id, reason string, kill bool, c *runtime.Container, kerr, err error) {
+	if !p.opDone("stop", gen, c, c != nil, err) {
+		return // retried; the reconcile stops it again
 	}
-	if p.st.ContainerID == "" {
-		p.setState(Inactive, reason)
+	if err == nil && c != nil && c.Running {
+		err = fmt.Errorf("container %.12s still running after stop", id)
+	}
+	if err != nil {
+		p.record(incident.Stop, "partition stop failed: "+err.Error(), map[string]string{"reason": reason})
+		p.fail("stop-failed", "stop failed: "+err.Error(), "", "", nil)
+		p.invalidate()
 		return
 	}
-	p.stopWait()
-	p.setState(Stopping, reason)
-	if err := p.s.rt.Stop(ctx, p.st.ContainerID, p.cfg.StopTimeout.Duration); err != nil && !errors.Is(err, runtime.ErrNotFound) {
-		p.log.Error("stop failed", zap.Error(err))
-	}
+	p.clearConds()
 	p.st.MainPID = 0
+	if c != nil {
+		p.st.LastExit = c.ExitCode
+	}
+	details := map[string]string{"reason": reason}
+	if kill {
+		details["killed"] = "true"
+		if kerr != nil {
+			details["kill_error"] = kerr.Error()
+		}
+	}
+	if p.restartReq != "" {
+		p.record(incident.Stop, "partition stopped for a restart", details)
+		p.restartReq, p.restartKill = "", false
+		p.want = wantRun
+		p.restarting = true
+		p.setState(Activating, reason)
+		return
+	}
 	p.st.Result = "success"
-	p.record(incident.Stop, "partition stopped", map[string]string{"reason": reason})
+	p.record(incident.Stop, "partition stopped", details)
 	p.setState(Inactive, reason)
 }
 
-func (p *partition) handleCommand(ctx context.Context, c command) {
-	switch c {
-	case cmdStart:
-		p.wantRunning = true
-		if p.st.State == Inactive {
-			p.start(ctx, "start requested")
-		}
-	case cmdStop:
-		p.stop(ctx, "stop requested")
-	case cmdRestart:
-		if p.st.State == Failed {
+// watch arms the exit sources for the running init: Podman's Wait (a
+// second source besides the events stream, which can lose events while
+// Podman restarts) and a pidfd (faster than Podman). A Wait that fails is
+// re-armed by the next reconcile; after repeated failures, at the resync.
+func (p *partition) watch(id string, pid int) {
+	if p.waitCtr == id && p.waitPid == pid && p.waitCancel != nil {
+		return
+	}
+	p.stopWatch()
+	if p.waitFails >= 3 {
+		return // Wait keeps failing: events, pidfd and the resync cover it
+	}
+	wctx, cancel := context.WithCancel(p.ctx)
+	p.waitCancel, p.waitCtr, p.waitPid = cancel, id, pid
+	p.waitID++
+	gen := p.waitID
+	go func() {
+		code, err := p.s.rt.Wait(wctx, id)
+		if wctx.Err() != nil {
 			return
 		}
-		p.stop(ctx, "restart requested")
-		p.wantRunning = true
-		p.start(ctx, "restart requested")
-	case cmdResetFailed:
-		if p.st.State != Failed {
+		_ = p.post(wctx, func() {
+			if p.waitID != gen {
+				return
+			}
+			p.waitCancel, p.waitCtr = nil, ""
+			cancel()
+			if err != nil {
+				p.waitFails++
+				p.log.Debug("wait on the partition failed; re-armed by the next reconcile", zap.Error(err))
+			} else {
+				p.log.Debug("wait returned", zap.Int32("code", code))
+			}
+			p.invalidate()
+		})
+	}()
+	if p.s.procWatch == nil || pid <= 0 {
+		return
+	}
+	done, err := p.s.procWatch(wctx, pid)
+	if err != nil {
+		p.log.Debug("init exit watch unavailable; relying on podman", zap.Int("pid", pid), zap.Error(err))
+		return
+	}
+	go func() {
+		<-done
+		if wctx.Err() != nil {
 			return
 		}
-		p.starts = nil
-		p.backoff.Reset()
-		p.st.Result = "success"
-		p.wantRunning = true
-		p.setState(Inactive, "failed state reset")
-		p.reconcile(ctx, "reset")
-	case cmdResync:
-		p.reconcile(ctx, "resync")
+		_ = p.post(wctx, func() {
+			if p.waitID != gen {
+				return
+			}
+			p.deadPid, p.deadSeen = pid, 0
+			p.invalidate()
+		})
+	}()
+}
+
+func (p *partition) stopWatch() {
+	if p.waitCancel != nil {
+		p.waitCancel()
+	}
+	p.waitCancel, p.waitCtr, p.waitPid = nil, "", 0
+	p.waitID++
+}
+
+// handleEvent: any lifecycle event of the partition's container makes the
+// observation stale; the reconcile that follows inspects and decides.
+func (p *partition) handleEvent(ev runtime.Event) {
+	switch ev.Action {
+	case "exec", "exec_died", "attach", "health_status", "exec_start":
+		return
+	}
+	p.log.Debug("podman event", zap.String("action", ev.Action), zap.String("container_id", ev.ID))
+	p.invalidate()
+}
+
+// clearRetry drops a pending retry (not a restart delay: that one is the
+// restart policy's).
+func (p *partition) clearRetry() {
+	if p.timer != nil && p.timerWhy != "restart" {
+		p.clearTimer()
 	}
 }
 
-// applyConfig takes a reloaded configuration. Restart policy changes apply
-// at once; create-time changes mark the running container as drifted.
+// remove ends supervision (the partition left the configuration). The
+// container is left as it is, or stopped when the partition had
+// stop_on_exit; the loop ends once that is done.
+func (p *partition) remove() {
+	p.removed = true
+	p.clearTimer()
+	p.stopWatch()
+	p.detachResources()
+	if p.cfg.StopOnExit && p.st.ContainerID != "" && p.st.MainPID != 0 && p.op == "" {
+		p.log.Info("partition removed from the configuration; stopping it (stop_on_exit)")
+		p.launchStop(&runtime.Container{ID: p.st.ContainerID}, "removed from the configuration", false)
+		return
+	}
+	p.log.Info("partition removed from the configuration; container left as it is")
+}
+
+// ops used by the Supervisor's public methods (run on the loop).
+
+func (p *partition) cmdStart() error {
+	if p.st.State == Failed {
+		return fmt.Errorf("partition %s: %w", p.name, apierr.ErrStartLimitHit)
+	}
+	p.want = wantRun
+	if p.st.State == Inactive {
+		p.backoff.Reset()
+		p.st.Reason = "start requested"
+		p.clearTimer()
+		p.invalidate()
+	}
+	return nil
+}
+
+func (p *partition) cmdStop() error {
+	p.want = wantStop
+	p.restartReq, p.restartKill = "", false
+	p.clearTimer()
+	p.invalidate()
+	p.st.Reason = "stop requested"
+	return nil
+}
+
+func (p *partition) requestRestart(reason string, kill bool) error {
+	if p.st.State == Failed {
+		return fmt.Errorf("partition %s: %w", p.name, apierr.ErrStartLimitHit)
+	}
+	p.want = wantRun
+	if p.st.State == Active || p.st.State == Deactivating {
+		p.restartReq, p.restartKill = reason, kill
+	}
+	p.clearTimer()
+	p.invalidate()
+	return nil
+}
+
+func (p *partition) resetFailed(reason string) {
+	if p.st.State != Failed {
+		return
+	}
+	p.starts = nil
+	p.backoff.Reset()
+	p.st.Result = "success"
+	p.want = wantRun
+	p.setState(Inactive, reason)
+	p.invalidate()
+}
+
+// applyConfig takes a reloaded configuration: restart policy at once,
+// policy settings to the running resource controller, create-time changes
+// mark the running container as drifted.
 func (p *partition) applyConfig(cfg *config.Partition) {
 	old := p.cfg
 	p.cfg = cfg
+	c := *cfg
+	p.cfgView.Store(&c)
 	p.backoff.Initial, p.backoff.Max = cfg.Restart.BackoffInitial.Duration, cfg.Restart.BackoffMax.Duration
 	p.st.OOMScoreAdj = cfg.OOMScoreAdj
 	if old.CreateHash() != cfg.CreateHash() && p.st.ContainerID != "" {
 		p.st.Drift = true
 		p.record(incident.ConfigDrift, "configuration changed; the container is recreated at its next restart", nil)
 	}
-	p.publish("configuration reloaded", false)
-}
-
-// ops used by the Supervisor's public methods.
-
-func (p *partition) request(c command) error {
-	st := p.Status()
-	switch c {
-	case cmdStart, cmdRestart:
-		if st.State == Failed {
-			return fmt.Errorf("partition %s: %w", st.Name, apierr.ErrStartLimitHit)
-		}
+	if p.cur != nil && !reflect.DeepEqual(*old, *cfg) {
+		// The policy (limits, pressure, oom_score_adj) is applied live:
+		// a new controller for the running init applies the new limits
+		// and arms its watches; the next reconcile attaches it.
+		p.log.Info("configuration changed: applying the policy to the running partition")
+		p.detachResources()
+		p.policyReloaded = true
 	}
-	return p.send(c)
+	p.resetFailed("configuration reloaded")
+	p.invalidate()
+	p.publish("configuration reloaded")
 }

@@ -37,11 +37,14 @@ type Options struct {
 	// (procwatch.Watch: a pidfd). Podman's events and Wait remain the
 	// portable sources.
 	ProcWatch func(ctx context.Context, pid int) (<-chan struct{}, error)
-	// PodmanTimeout is the deadline of one Podman call (for the health
-	// check's idea of how long work may take); default 10 s.
+	// PodmanTimeout is the deadline of one Podman call; default 10 s.
 	PodmanTimeout time.Duration
 	// Reconnect bounds the delays between reconnection attempts.
 	ReconnectInitial, ReconnectMax time.Duration
+	// RetryInitial and RetryMax bound the delays before a partition
+	// retries work that failed on Podman (timeout, unavailable); default
+	// 200 ms and 10 s.
+	RetryInitial, RetryMax time.Duration
 }
 
 // Supervisor runs every configured partition.
@@ -53,11 +56,17 @@ type Supervisor struct {
 	rand  func() float64
 	recon *backoff.Backoff
 
-	newResources  ResourceFactory
-	procWatch     func(ctx context.Context, pid int) (<-chan struct{}, error)
-	podmanTimeout time.Duration
+	newResources           ResourceFactory
+	procWatch              func(ctx context.Context, pid int) (<-chan struct{}, error)
+	podmanTimeout          time.Duration
+	retryInitial, retryMax time.Duration
 
 	podmanUp atomic.Bool
+	running  atomic.Bool // Run's event loop is up (Health pings it)
+	// streamCancel ends the current events subscription (Run's loop only).
+	streamCancel context.CancelFunc
+	// pings reach the event loop (the watchdog's health check).
+	pings chan chan struct{}
 
 	mu         sync.RWMutex
 	cfg        *config.Config
@@ -89,10 +98,17 @@ func New(cfg *config.Config, o Options) *Supervisor {
 	if o.ReconnectMax == 0 {
 		o.ReconnectMax = 5 * time.Second
 	}
+	if o.RetryInitial == 0 {
+		o.RetryInitial = 200 * time.Millisecond
+	}
+	if o.RetryMax == 0 {
+		o.RetryMax = 10 * time.Second
+	}
 	s := &Supervisor{
 		rt: o.Runtime, sink: o.Sink, log: o.Log, clock: o.Clock, rand: o.Rand,
 		cfg: cfg, partitions: map[string]*partition{}, ready: make(chan struct{}),
 		newResources: o.Resources, procWatch: o.ProcWatch, podmanTimeout: o.PodmanTimeout,
+		retryInitial: o.RetryInitial, retryMax: o.RetryMax, pings: make(chan chan struct{}),
 	}
 	if s.podmanTimeout <= 0 {
 		s.podmanTimeout = 10 * time.Second
@@ -102,6 +118,16 @@ func New(cfg *config.Config, o Options) *Supervisor {
 		s.recon.Rand = o.Rand
 	}
 	return s
+}
+
+// resyncEvery is the period of each partition's reconcile tick.
+func (s *Supervisor) resyncEvery() time.Duration {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if d := s.cfg.Policy.Resync.Duration; d > 0 {
+		return d
+	}
+	return 30 * time.Second
 }
 
 // Subscribe registers f for every partition change. f runs on the
@@ -131,6 +157,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	events, since := s.subscribe(ctx, time.Time{})
+	s.running.Store(true)
+	defer s.running.Store(false)
 	s.mu.Lock()
 	s.runCtx = ctx
 	for i := range s.cfg.Partitions {
@@ -151,6 +179,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer s.shutdown()
 	for {
 		if events == nil {
+			if s.streamCancel != nil {
+				s.streamCancel()
+				s.streamCancel = nil
+			}
 			// The stream ended: Podman went away. Reconnect, resubscribe
 			// (replaying from the last event seen), then resync everyone.
 			s.setPodman(false, "events stream closed")
@@ -161,12 +193,21 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			if events == nil {
 				continue
 			}
-			s.broadcast(cmdResync)
+			// Every partition looks again: what happened while Podman
+			// was away is only in its current state.
+			s.broadcast(func(p *partition) {
+				p.setCond(PodmanDegraded, false, "podman reachable again")
+				p.retry.Reset()
+				p.clearRetry()
+				p.invalidate()
+			})
 			continue
 		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case reply := <-s.pings:
+			close(reply)
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
@@ -180,18 +221,50 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 }
 
-// subscribe opens the events stream. since zero means "now".
+// subscribe opens the events stream. since zero means "now". It answers
+// health pings meanwhile and gives up after the Podman timeout: a Podman
+// that does not answer is retried through the reconnect path.
 func (s *Supervisor) subscribe(ctx context.Context, since time.Time) (<-chan runtime.Event, time.Time) {
 	if since.IsZero() {
 		since = s.clock.Now().Add(-time.Second)
 	}
-	ch, err := s.rt.Events(ctx, since)
-	if err != nil {
-		s.log.Warn("subscribe to podman events failed", zap.Error(err))
-		return nil, since
+	type result struct {
+		ch  <-chan runtime.Event
+		err error
 	}
-	s.setPodman(true, "events stream open")
-	return ch, since
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan result, 1)
+	go func() {
+		ch, err := s.rt.Events(sctx, since)
+		done <- result{ch, err}
+	}()
+	t := s.clock.NewTimer(s.podmanTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				cancel()
+				s.log.Warn("subscribe to podman events failed", zap.Error(r.err))
+				return nil, since
+			}
+			s.setPodman(true, "events stream open")
+			// The stream's context ends with ctx (or when the stream
+			// ends and Run subscribes again: the old one is cancelled
+			// by then through its closed channel).
+			s.streamCancel = cancel
+			return r.ch, since
+		case reply := <-s.pings:
+			close(reply)
+		case <-t.C():
+			cancel()
+			s.log.Warn("subscribe to podman events timed out", zap.Duration("after", s.podmanTimeout))
+			return nil, since
+		case <-ctx.Done():
+			cancel()
+			return nil, since
+		}
+	}
 }
 
 // connect retries with backoff until Podman answers or ctx ends.
@@ -207,11 +280,17 @@ func (s *Supervisor) connect(ctx context.Context) error {
 			s.log.Warn("podman not reachable, retrying", zap.Error(err), zap.Duration("delay", d))
 		}
 		t := s.clock.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C():
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case reply := <-s.pings:
+				close(reply)
+			case <-t.C():
+				break wait
+			}
 		}
 	}
 }
@@ -225,6 +304,7 @@ func (s *Supervisor) setPodman(up bool, reason string) {
 	} else {
 		s.log.Warn("podman lost", zap.String("reason", reason))
 		s.sink.Record(incident.Incident{Type: incident.PodmanLost, Summary: "podman service lost: " + reason})
+		s.broadcast(func(p *partition) { p.setCond(PodmanDegraded, true, "podman lost: "+reason) })
 	}
 }
 
@@ -235,19 +315,17 @@ func (s *Supervisor) dispatch(ev runtime.Event) {
 	if p == nil {
 		return
 	}
-	select {
-	case p.events <- ev:
-	default:
-		// The partition is busy; a resync catches up on what it missed.
-		_ = p.send(cmdResync)
-	}
+	// Never wait for a partition here: a full inbox becomes a resync.
+	p.tryPost(func() { p.handleEvent(ev) })
 }
 
-func (s *Supervisor) broadcast(c command) {
+// broadcast runs f on every partition's loop (without waiting for busy ones:
+// a full inbox becomes a resync, which is what f mostly asks for anyway).
+func (s *Supervisor) broadcast(f func(p *partition)) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, p := range s.partitions {
-		_ = p.send(c)
+		p.tryPost(func() { f(p) })
 	}
 }
 
@@ -267,12 +345,12 @@ func (s *Supervisor) shutdown() {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, p := range s.sortedLocked() {
-		st := p.Status()
-		if !p.cfg.StopOnExit || st.ContainerID == "" || st.State == Inactive {
+		st, cfg := p.Status(), p.Config()
+		if !cfg.StopOnExit || st.ContainerID == "" || st.State == Inactive {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.StopTimeout.Duration+5*time.Second)
-		if err := s.rt.Stop(ctx, st.ContainerID, p.cfg.StopTimeout.Duration); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.StopTimeout.Duration+s.podmanTimeout+5*time.Second)
+		if err := s.rt.Stop(ctx, st.ContainerID, cfg.StopTimeout.Duration); err != nil {
 			s.log.Error("stop on exit failed", zap.String("partition", st.Name), zap.Error(err))
 		} else {
 			s.log.Info("partition stopped on exit", zap.String("partition", st.Name))
@@ -286,7 +364,7 @@ func (s *Supervisor) sortedLocked() []*partition {
 	for _, p := range s.partitions {
 		out = append(out, p)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].cfg.Name < out[j].cfg.Name })
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
 }
 
@@ -331,52 +409,57 @@ func (s *Supervisor) get(name string) (*partition, error) {
 	return p, nil
 }
 
-func (s *Supervisor) do(name string, c command) error {
+// commandTimeout bounds how long a caller waits for the loop to take a
+// command (it never blocks, so this only trips when qmd is wedged).
+const commandTimeout = 5 * time.Second
+
+func (s *Supervisor) do(name string, needPodman bool, f func(p *partition) error) error {
 	p, err := s.get(name)
 	if err != nil {
 		return err
 	}
-	if !s.podmanUp.Load() && c != cmdResetFailed {
+	if needPodman && !s.podmanUp.Load() {
 		return fmt.Errorf("partition %q: %w", name, apierr.ErrPodmanUnavailable)
 	}
-	return p.request(c)
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	return p.call(ctx, func(reply func(error)) { reply(f(p)) })
 }
 
 // Start asks for the partition to run. It returns at once; the work shows
 // up in the partition's state. A failed partition needs ResetFailed first.
-func (s *Supervisor) Start(name string) error { return s.do(name, cmdStart) }
+func (s *Supervisor) Start(name string) error {
+	return s.do(name, true, (*partition).cmdStart)
+}
 
 // Stop asks for the partition to stop; it stays stopped until Start.
-func (s *Supervisor) Stop(name string) error { return s.do(name, cmdStop) }
+func (s *Supervisor) Stop(name string) error {
+	return s.do(name, true, (*partition).cmdStop)
+}
 
 // Restart stops and starts the partition (recreating a drifted container).
-func (s *Supervisor) Restart(name string) error { return s.do(name, cmdRestart) }
+func (s *Supervisor) Restart(name string) error {
+	return s.do(name, true, func(p *partition) error { return p.requestRestart("restart requested", false) })
+}
 
 // ResetFailed clears the failed state and the start limit, and starts the
 // partition again.
 func (s *Supervisor) ResetFailed(name string) error {
-	p, err := s.get(name)
-	if err != nil {
-		return err
-	}
-	if p.Status().State != Failed {
-		return nil
-	}
-	return p.send(cmdResetFailed)
+	return s.do(name, false, func(p *partition) error { p.resetFailed("failed state reset"); return nil })
 }
 
 // Reload applies a new, already validated configuration. Failed partitions
 // are reset (a reload is how an operator says "try again"); new partitions
-// start; removed ones are no longer supervised (their containers are left
-// as they are).
+// start; changed policy is applied to running partitions; removed ones are
+// no longer supervised: their containers are left running, or stopped when
+// the removed partition had stop_on_exit.
 func (s *Supervisor) Reload(cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.cfg = cfg
 	if s.runCtx == nil {
-		s.cfg = cfg
 		return nil
 	}
-	s.cfg = cfg
 	for i := range cfg.Partitions {
 		pc := &cfg.Partitions[i]
 		p, ok := s.partitions[pc.Name]
@@ -385,58 +468,42 @@ func (s *Supervisor) Reload(cfg *config.Config) error {
 			s.startPartition(s.runCtx, pc)
 			continue
 		}
-		select {
-		case p.configs <- pc:
-		default:
-			// A previous reload is still queued: replace it.
-			select {
-			case <-p.configs:
-			default:
-			}
-			p.configs <- pc
+		if err := p.post(s.runCtx, func() { p.applyConfig(pc) }); err != nil {
+			return err
 		}
-		_ = p.send(cmdResetFailed)
 	}
-	for name := range s.partitions {
-		if _, ok := cfg.Partition(name); !ok {
-			s.log.Warn("partition removed from configuration; no longer supervised, container left as is",
-				zap.String("partition", name))
+	for name, p := range s.partitions {
+		if _, ok := cfg.Partition(name); ok {
+			continue
+		}
+		delete(s.partitions, name)
+		if err := p.post(s.runCtx, p.remove); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// Health is the watchdog's check: Podman answers and every partition's
-// loop is alive (it answers a ping between two pieces of work).
+// Health is the watchdog's check: the supervisor's own loops answer (the
+// event loop and every partition loop). Podman's latency is not part of
+// it: a slow Podman shows up as the podman-degraded condition, STATUS= and
+// an incident, never as a missed ping.
 func (s *Supervisor) Health(ctx context.Context) error {
-	if err := s.rt.Ping(ctx); err != nil {
-		return fmt.Errorf("podman: %w", err)
+	reply := make(chan struct{})
+	select {
+	case s.pings <- reply:
+		<-reply
+	case <-ctx.Done():
+		if s.running.Load() {
+			return fmt.Errorf("event loop does not answer: %w", ctx.Err())
+		}
 	}
 	s.mu.RLock()
 	parts := s.sortedLocked()
 	s.mu.RUnlock()
 	for _, p := range parts {
-		if since := p.busy.Load(); since != 0 {
-			// Busy with bounded Podman work: healthy unless stuck beyond
-			// every timeout that work has.
-			if d := time.Since(time.Unix(0, since)); d > p.maxBusy() {
-				return fmt.Errorf("partition %s: loop stuck for %s", p.cfg.Name, d.Round(time.Second))
-			}
-			continue
-		}
-		reply := make(chan struct{})
-		select {
-		case p.pings <- reply:
-		case <-ctx.Done():
-			if since := p.busy.Load(); since != 0 && time.Since(time.Unix(0, since)) <= p.maxBusy() {
-				continue // it took up work meanwhile
-			}
-			return fmt.Errorf("partition %s: loop does not answer: %w", p.cfg.Name, ctx.Err())
-		}
-		select {
-		case <-reply:
-		case <-ctx.Done():
-			return fmt.Errorf("partition %s: loop did not answer: %w", p.cfg.Name, ctx.Err())
+		if err := p.call(ctx, func(reply func(error)) { reply(nil) }); err != nil {
+			return fmt.Errorf("partition %s: loop does not answer: %w", p.name, err)
 		}
 	}
 	return nil
