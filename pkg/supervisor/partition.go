@@ -55,13 +55,13 @@ type partition struct {
 	resq chan func()
 
 	// Owned by run().
-	ctx        context.Context
-	cfg        *config.Partition
-	st         Status
-	want       want
-	removed    bool   // gone from the configuration: no longer supervised
-	restartReq string // a restart is wanted (stop, then start); its reason
-	restartKill bool  // ... and the stop kills instead of SIGTERM
+	ctx         context.Context
+	cfg         *config.Partition
+	st          Status
+	want        want
+	removed     bool   // gone from the configuration: no longer supervised
+	restartReq  string // a restart is wanted (stop, then start); its reason
+	restartKill bool   // ... and the stop kills instead of SIGTERM
 
 	obs      *runtime.Container // last observation (nil: no container)
 	obsValid bool
