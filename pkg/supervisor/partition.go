@@ -320,10 +320,27 @@ func (p *partition) setState(s State, reason string) {
 		p.st.State = s
 		p.st.Changed = p.s.clock.Now()
 		p.st.Reason = reason
-		p.log.Info("partition "+string(s), zap.String("state", string(s)),
+		p.log.Info("partition "+word(s, p.restarting), zap.String("state", string(s)),
 			zap.String("container_id", p.st.ContainerID), zap.String("reason", reason))
 	}
 	p.publish(reason)
+}
+
+// word is the one-word log message of a transition ("partition running"),
+// stable for operators' journal filters since the first release.
+func word(s State, restarting bool) string {
+	switch s {
+	case Active:
+		return "running"
+	case Activating:
+		if restarting {
+			return "restarting"
+		}
+		return "starting"
+	case Deactivating:
+		return "stopping"
+	}
+	return string(s)
 }
 
 // setCond sets or clears a condition.
