@@ -178,6 +178,8 @@ func (c *client) partitionAt(ctx context.Context, path dbus.ObjectPath) (dbusapi
 	getProp(props, "NRestarts", &p.NRestarts)
 	getProp(props, "NOOMKills", &p.NOOMKills)
 	getProp(props, "StateChangeTimestamp", &p.StateChangeTimestamp)
+	getProp(props, "Conditions", &p.Conditions)
+	getProp(props, "PodmanLatencyUSec", &p.PodmanLatencyUSec)
 	return p, nil
 }
 

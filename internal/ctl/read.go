@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -42,21 +43,23 @@ type partitionBriefJSON struct {
 }
 
 type partitionJSON struct {
-	Name                 string  `json:"name"`
-	ActiveState          string  `json:"active_state"`
-	SubState             string  `json:"sub_state"`
-	Result               string  `json:"result"`
-	ContainerID          string  `json:"container_id"`
-	MainPID              uint32  `json:"main_pid"`
-	ControlGroup         string  `json:"control_group"`
-	MemoryCurrent        uint64  `json:"memory_current"`
-	MemoryHigh           *uint64 `json:"memory_high"` // null = infinity
-	MemoryMax            *uint64 `json:"memory_max"`  // null = infinity
-	OOMScoreAdjust       int32   `json:"oom_score_adjust"`
-	NRestarts            uint32  `json:"n_restarts"`
-	NOOMKills            uint32  `json:"n_oom_kills"`
-	StateChangeTimestamp uint64  `json:"state_change_timestamp_usec"` // 0 = unknown
-	StateChangeTime      *string `json:"state_change_time"`           // RFC 3339, null = unknown
+	Name                 string   `json:"name"`
+	ActiveState          string   `json:"active_state"`
+	SubState             string   `json:"sub_state"`
+	Result               string   `json:"result"`
+	ContainerID          string   `json:"container_id"`
+	MainPID              uint32   `json:"main_pid"`
+	ControlGroup         string   `json:"control_group"`
+	MemoryCurrent        uint64   `json:"memory_current"`
+	MemoryHigh           *uint64  `json:"memory_high"` // null = infinity
+	MemoryMax            *uint64  `json:"memory_max"`  // null = infinity
+	OOMScoreAdjust       int32    `json:"oom_score_adjust"`
+	NRestarts            uint32   `json:"n_restarts"`
+	NOOMKills            uint32   `json:"n_oom_kills"`
+	StateChangeTimestamp uint64   `json:"state_change_timestamp_usec"` // 0 = unknown
+	StateChangeTime      *string  `json:"state_change_time"`           // RFC 3339, null = unknown
+	Conditions           []string `json:"conditions"`                  // throttled, frozen, cpu-limited, podman-degraded
+	PodmanLatencyUSec    uint64   `json:"podman_latency_usec"`         // the last Podman operation
 }
 
 type partitionStatusJSON struct {
@@ -97,6 +100,7 @@ func toPartitionJSON(p dbusapi.PartitionInfo) partitionJSON {
 		MemoryCurrent: p.MemoryCurrent, MemoryHigh: limitPtr(p.MemoryHigh), MemoryMax: limitPtr(p.MemoryMax),
 		OOMScoreAdjust: p.OOMScoreAdjust, NRestarts: p.NRestarts, NOOMKills: p.NOOMKills,
 		StateChangeTimestamp: p.StateChangeTimestamp, StateChangeTime: timePtr(p.StateChangeTimestamp),
+		Conditions: append([]string{}, p.Conditions...), PodmanLatencyUSec: p.PodmanLatencyUSec,
 	}
 }
 
@@ -207,6 +211,9 @@ func writePartitionStatus(w io.Writer, p dbusapi.PartitionInfo, incs []incidentE
 		active += fmt.Sprintf(" since %s; %s", formatTimestamp(t), formatAgo(t, now))
 	}
 	line("Active", active)
+	if len(p.Conditions) > 0 {
+		line("Conditions", strings.Join(p.Conditions, ", "))
+	}
 	line("Result", orDash(p.Result))
 	line("Container", orDash(shortID(p.ContainerID)))
 	if p.MainPID != 0 {
