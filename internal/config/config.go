@@ -90,6 +90,11 @@ type Partition struct {
 	Rlimits       map[string]string `toml:"rlimits"`
 	Env           map[string]string `toml:"env"`
 	Hostname      string            `toml:"hostname"`
+	// Annotations are OCI annotations of the partition container (qm's
+	// device hooks key on org.containers.qm.device.*).
+	Annotations map[string]string `toml:"annotations"`
+	// Security is the partition's LSM confinement (SELinux, AppArmor).
+	Security Security `toml:"security"`
 
 	OOMScoreAdj       int `toml:"oom_score_adj"`
 	NestedOOMScoreAdj int `toml:"nested_oom_score_adj"`
@@ -103,6 +108,46 @@ type Partition struct {
 	CPU      CPU      `toml:"cpu"`
 	Pids     Pids     `toml:"pids"`
 	Pressure Pressure `toml:"pressure"`
+}
+
+// Security is the partition's LSM confinement: the SELinux label and the
+// AppArmor profile Podman gives its processes. Every key unset means
+// Podman's default. containers/qm's qm.container sets selinux_type =
+// "qm_t", selinux_file_type = "qm_file_t", selinux_level = "s0" and
+// selinux_nested = true; those types exist only with qm's SELinux policy
+// module, so qmd does not default to them.
+type Security struct {
+	SELinuxType     string `toml:"selinux_type"`      // SecurityLabelType, e.g. "qm_t"
+	SELinuxFileType string `toml:"selinux_file_type"` // SecurityLabelFileType, e.g. "qm_file_t"
+	SELinuxLevel    string `toml:"selinux_level"`     // SecurityLabelLevel, e.g. "s0" or "s0:c1,c2"
+	// SELinuxNested lets the partition's own Podman label its nested
+	// containers (SecurityLabelNested): /sys/fs/selinux is mounted and
+	// /proc unmasked, as podman run --security-opt label=nested does.
+	SELinuxNested bool `toml:"selinux_nested"`
+	// SELinuxDisable runs the partition unlabeled (SecurityLabelDisable).
+	SELinuxDisable bool `toml:"selinux_disable"`
+	// AppArmorProfile is a loaded profile name or "unconfined"; "" is
+	// Podman's default (containers-default-*), Debian's default LSM.
+	AppArmorProfile string `toml:"apparmor_profile"`
+}
+
+// SELinuxOpts returns the Podman label options ("type:qm_t", "disable")
+// of the settings, in a fixed order.
+func (s Security) SELinuxOpts() []string {
+	var opts []string
+	if s.SELinuxDisable {
+		opts = append(opts, "disable")
+	}
+	if s.SELinuxType != "" {
+		opts = append(opts, "type:"+s.SELinuxType)
+	}
+	if s.SELinuxFileType != "" {
+		opts = append(opts, "filetype:"+s.SELinuxFileType)
+	}
+	if s.SELinuxLevel != "" {
+		opts = append(opts, "level:"+s.SELinuxLevel)
+	}
+	return opts
 }
 
 // Restart is the restart policy: immediate first restart after clean
@@ -269,6 +314,17 @@ func (p *Partition) CreateHash() string {
 	w("rlimits", sortedPairs(p.Rlimits))
 	w("env", sortedPairs(p.Env))
 	w("hostname", p.Hostname)
+	// Keys added later are hashed only when set, so that a configuration
+	// that does not use them keeps the hash of the containers it created
+	// before (an upgrade of qmd must not recreate the partition).
+	if len(p.Annotations) > 0 {
+		w("annotations", sortedPairs(p.Annotations))
+	}
+	if p.Security != (Security{}) {
+		w("security", p.Security.SELinuxOpts())
+		w("selinux_nested", p.Security.SELinuxNested)
+		w("apparmor_profile", p.Security.AppArmorProfile)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 

@@ -12,6 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Where the kernel shows an active SELinux and AppArmor.
+const (
+	SELinuxFS  = "/sys/fs/selinux"
+	AppArmorFS = "/sys/kernel/security/apparmor"
+)
+
 // Host is what Prepare needs to know about the machine. Tests use a fake.
 type Host interface {
 	// Lstat reports whether a path exists (symlinks are not followed:
@@ -23,9 +29,11 @@ type Host interface {
 
 // Prepare checks the configuration against the host and adapts what the
 // host cannot honour, as a person would expect: a missing optional device
-// is skipped, an rlimit above the host's hard limit is clamped (both with a
-// warning in c.Warnings); a missing rootfs, init, volume source, seccomp
-// profile or required device is an error naming the key.
+// is skipped, an rlimit above the host's hard limit is clamped, SELinux
+// nesting on a host without SELinux is dropped (all with a warning in
+// c.Warnings); a missing rootfs, init, volume source, seccomp
+// profile or required device, or an AppArmor profile on a host without
+// AppArmor, is an error naming the key.
 func Prepare(c *Config, h Host) error {
 	v := &validator{origin: c.origin}
 	fail := v.fail
@@ -50,6 +58,20 @@ func Prepare(c *Config, h Host) error {
 		if p.Seccomp != "" && p.Seccomp != "unconfined" {
 			if _, err := h.Lstat(p.Seccomp); err != nil {
 				fail(pre+".seccomp_profile", "%s: %v", p.Seccomp, unwrapPathErr(err))
+			}
+		}
+		// Without SELinux Podman ignores the label options, but nesting
+		// bind-mounts /sys/fs/selinux, which is then missing: skip it.
+		if p.Security.SELinuxNested {
+			if _, err := h.Lstat(SELinuxFS); err != nil {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("%s.security.selinux_nested: SELinux is not enabled on this host (%s %v), ignored", pre, SELinuxFS, unwrapPathErr(err)))
+				p.Security.SELinuxNested = false
+			}
+		}
+		// Podman refuses a named AppArmor profile when AppArmor is off.
+		if a := p.Security.AppArmorProfile; a != "" && a != "unconfined" {
+			if _, err := h.Lstat(AppArmorFS); err != nil {
+				fail(pre+".security.apparmor_profile", "%q: AppArmor is not enabled on this host (%s %v)", a, AppArmorFS, unwrapPathErr(err))
 			}
 		}
 		devs := p.Devices[:0:0]

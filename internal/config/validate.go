@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -30,6 +31,21 @@ var (
 	capRE     = regexp.MustCompile(`^[a-z_]+$`)
 	unitRE    = regexp.MustCompile(`^[a-zA-Z0-9:_.@\\-]+\.(service|scope|slice)$`)
 	sysctlRE  = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
+	// envRE: what a shell and systemd's Environment= accept as a name.
+	envRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// annotationRE: reverse-domain keys as the OCI spec recommends
+	// ("org.containers.qm.device.ttys"), no '=' (podman --annotation
+	// K=V) and no spaces.
+	annotationRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$`)
+	// selinuxTypeRE: an SELinux type identifier; ':' and ',' would break
+	// Podman's label option syntax.
+	selinuxTypeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,254}$`)
+	// selinuxLevelRE: an MLS/MCS level or range: "s0", "s0:c1,c2",
+	// "s0-s0:c0.c1023".
+	selinuxLevelRE = regexp.MustCompile(`^s[0-9]+(:c[0-9]+([.,]c[0-9]+)*)?(-s[0-9]+(:c[0-9]+([.,]c[0-9]+)*)?)?$`)
+	// apparmorRE: a profile name as apparmor_parser loads it (names may be
+	// paths); no spaces, quotes or control characters.
+	apparmorRE = regexp.MustCompile(`^[A-Za-z0-9_/][A-Za-z0-9_./+:@-]{0,254}$`)
 	rlimitSet = map[string]bool{
 		"as": true, "core": true, "cpu": true, "data": true, "fsize": true, "locks": true,
 		"memlock": true, "msgqueue": true, "nice": true, "nofile": true, "nproc": true,
@@ -181,11 +197,25 @@ func (v *validator) partition(pre string, p *Partition) {
 			v.fail(pre+".rlimits."+k, "%v", err)
 		}
 	}
-	for k := range p.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			v.fail(pre+".env", "%q is not a variable name", k)
+	for _, k := range mapKeys(p.Env) {
+		switch {
+		case !envRE.MatchString(k):
+			v.fail(pre+".env."+k, "%q is not a variable name (letters, digits and '_', not starting with a digit)", k)
+		case strings.ContainsRune(p.Env[k], 0):
+			v.fail(pre+".env."+k, "the value contains a NUL byte")
 		}
 	}
+	for _, k := range mapKeys(p.Annotations) {
+		switch {
+		case !annotationRE.MatchString(k):
+			v.fail(pre+".annotations."+k, "%q is not an annotation key (use reverse-domain names like \"org.containers.qm.device.ttys\": letters, digits, '.', '_', '/', '-', at most 253)", k)
+		case strings.HasPrefix(k, "io.podman.annotations."):
+			v.fail(pre+".annotations."+k, "%q is Podman's own bookkeeping; use the matching partition key ([partition.security], seccomp_profile, ...)", k)
+		case strings.ContainsRune(p.Annotations[k], 0):
+			v.fail(pre+".annotations."+k, "the value contains a NUL byte")
+		}
+	}
+	v.security(pre+".security", p.Security)
 	if p.OOMScoreAdj < -1000 || p.OOMScoreAdj > 1000 {
 		v.fail(pre+".oom_score_adj", "%d is out of range -1000..1000", p.OOMScoreAdj)
 	} else if p.OOMScoreAdj < 0 {
@@ -279,6 +309,44 @@ func (v *validator) partition(pre string, p *Partition) {
 	if !pr.Floor.Set || pr.Floor.IsInfinity() {
 		v.fail(pre+".pressure.floor", "must be a finite size or percentage")
 	}
+}
+
+func (v *validator) security(pre string, s Security) {
+	for _, f := range []struct{ key, val string }{
+		{"selinux_type", s.SELinuxType}, {"selinux_file_type", s.SELinuxFileType},
+	} {
+		if f.val != "" && !selinuxTypeRE.MatchString(f.val) {
+			v.fail(pre+"."+f.key, "%q is not an SELinux type (e.g. \"qm_t\"; letters, digits, '_', '.', '-')", f.val)
+		}
+	}
+	if s.SELinuxLevel != "" && !selinuxLevelRE.MatchString(s.SELinuxLevel) {
+		v.fail(pre+".selinux_level", "%q is not an SELinux level (e.g. \"s0\", \"s0:c1,c2\", \"s0-s0:c0.c1023\")", s.SELinuxLevel)
+	}
+	if s.SELinuxDisable {
+		for _, f := range []struct {
+			key string
+			set bool
+		}{
+			{"selinux_type", s.SELinuxType != ""}, {"selinux_file_type", s.SELinuxFileType != ""},
+			{"selinux_level", s.SELinuxLevel != ""}, {"selinux_nested", s.SELinuxNested},
+		} {
+			if f.set {
+				v.fail(pre+".selinux_disable", "conflicts with %s: a partition without a label has no type, level or nesting", f.key)
+			}
+		}
+	}
+	if a := s.AppArmorProfile; a != "" && a != "unconfined" && !apparmorRE.MatchString(a) {
+		v.fail(pre+".apparmor_profile", "%q is not an AppArmor profile name (\"\" = Podman's default, \"unconfined\", or a loaded profile)", a)
+	}
+}
+
+func mapKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ParseCPUQuota parses "200%" (two CPUs) into a fraction of one CPU (2.0).

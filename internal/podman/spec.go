@@ -22,6 +22,16 @@ const (
 	LabelConfigHash = runtime.LabelConfigHash
 )
 
+// Annotations that podman run's command line adds next to the security
+// options: the server reads them back (a systemd-mode container whose
+// label annotation names no "type:" gets container_init_t instead of the
+// configured type), and podman inspect shows them.
+const (
+	annotationLabel        = "io.podman.annotations.label"    // define.InspectAnnotationLabel
+	annotationApparmor     = "io.podman.annotations.apparmor" // define.InspectAnnotationApparmor
+	annotationMountContext = "run.oci.mount_context_type"     // define.RunOCIMountContextType
+)
+
 // Spec builds the create request of a partition: what containers/qm's
 // qm.container asks of Podman, from the (prepared) configuration.
 func Spec(p *config.Partition, h hostinfo.Facts) (*specgen.SpecGenerator, error) {
@@ -40,6 +50,12 @@ func Spec(p *config.Partition, h hostinfo.Facts) (*specgen.SpecGenerator, error)
 	s.Systemd = "true" // systemd mode when the init is systemd (/sbin/init)
 	s.Hostname = p.Hostname
 	s.Env = p.Env
+	if len(p.Annotations) > 0 {
+		s.Annotations = make(map[string]string, len(p.Annotations))
+		for k, v := range p.Annotations {
+			s.Annotations[k] = v
+		}
+	}
 	switch p.Network {
 	case "none":
 		s.NetNS = specgen.Namespace{NSMode: specgen.NoNetwork}
@@ -78,6 +94,7 @@ func Spec(p *config.Partition, h hostinfo.Facts) (*specgen.SpecGenerator, error)
 	default:
 		s.SeccompProfilePath = p.Seccomp
 	}
+	security(s, p.Security)
 	names := make([]string, 0, len(p.Rlimits))
 	for k := range p.Rlimits {
 		names = append(names, k)
@@ -133,6 +150,36 @@ func Spec(p *config.Partition, h hostinfo.Facts) (*specgen.SpecGenerator, error)
 		s.ResourceLimits = res
 	}
 	return s, nil
+}
+
+// security sets the SELinux label and the AppArmor profile as podman run
+// --security-opt label=.../apparmor=... does: the same spec fields and the
+// same annotations.
+func security(s *specgen.SpecGenerator, sec config.Security) {
+	annotate := func(k, v string) {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[k] = v
+	}
+	if opts := sec.SELinuxOpts(); len(opts) > 0 {
+		s.SelinuxOpts = opts
+		annotate(annotationLabel, strings.Join(opts, ",label="))
+	}
+	if sec.SELinuxNested {
+		nested := true
+		s.LabelNested = &nested
+		// What the podman CLI adds for label=nested (the server does
+		// not): the partition's Podman needs selinuxfs and an unmasked
+		// /proc to label its own containers.
+		s.Unmask = append(s.Unmask, "/sys/fs/selinux", "/proc")
+		s.Mounts = append(s.Mounts, spec.Mount{Type: "bind", Source: config.SELinuxFS, Destination: config.SELinuxFS})
+		annotate(annotationMountContext, "rootcontext")
+	}
+	if sec.AppArmorProfile != "" {
+		s.ApparmorProfile = sec.AppArmorProfile
+		annotate(annotationApparmor, sec.AppArmorProfile)
+	}
 }
 
 // weightToShares maps CPUWeight ("idle", 1..10000) to cgroup v1 cpu.shares
