@@ -31,6 +31,15 @@ var (
 	capRE     = regexp.MustCompile(`^[a-z_]+$`)
 	unitRE    = regexp.MustCompile(`^[a-zA-Z0-9:_.@\\-]+\.(service|scope|slice)$`)
 	sysctlRE  = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
+	rlimitSet = map[string]bool{
+		"as": true, "core": true, "cpu": true, "data": true, "fsize": true, "locks": true,
+		"memlock": true, "msgqueue": true, "nice": true, "nofile": true, "nproc": true,
+		"rss": true, "rtprio": true, "rttime": true, "sigpending": true, "stack": true,
+	}
+)
+
+// Syntax of the migration keys (env, annotations, [partition.security]).
+var (
 	// envRE: what a shell and systemd's Environment= accept as a name.
 	envRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// annotationRE: reverse-domain keys as the OCI spec recommends
@@ -46,11 +55,6 @@ var (
 	// apparmorRE: a profile name as apparmor_parser loads it (names may be
 	// paths); no spaces, quotes or control characters.
 	apparmorRE = regexp.MustCompile(`^[A-Za-z0-9_/][A-Za-z0-9_./+:@-]{0,254}$`)
-	rlimitSet = map[string]bool{
-		"as": true, "core": true, "cpu": true, "data": true, "fsize": true, "locks": true,
-		"memlock": true, "msgqueue": true, "nice": true, "nofile": true, "nproc": true,
-		"rss": true, "rtprio": true, "rttime": true, "sigpending": true, "stack": true,
-	}
 )
 
 type validator struct {
