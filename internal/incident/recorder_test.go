@@ -33,8 +33,11 @@ func TestRecorderStoresAndFansOut(t *testing.T) {
 	r.Close()
 }
 
+// noCoalesce: these tests record identical incidents and count them.
+var noCoalesce = RecorderOptions{CoalesceWindow: -1}
+
 func TestRecorderSlowSubscriberDoesNotBlock(t *testing.T) {
-	r := NewRecorder(NewMemory(1000), nil)
+	r := NewRecorderWithOptions(NewMemory(1000), noCoalesce)
 	block := make(chan struct{})
 	slow := r.Subscribe(2, func(Incident) { <-block })
 	var fastMu sync.Mutex
@@ -80,7 +83,7 @@ func TestRecorderSlowSubscriberDoesNotBlock(t *testing.T) {
 func TestRecorderConcurrent(t *testing.T) {
 	s := openT(t, filepath.Join(t.TempDir(), "i.db"), 50)
 	defer s.Close()
-	r := NewRecorder(s, func(err error) { t.Error(err) })
+	r := NewRecorderWithOptions(s, RecorderOptions{CoalesceWindow: -1, OnError: func(err error) { t.Error(err) }})
 	var mu sync.Mutex
 	var last uint64
 	var n int
