@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/containers/qmd/internal/completion"
 	"github.com/containers/qmd/internal/daemon"
 	"github.com/containers/qmd/pkg/policy"
 )
@@ -24,6 +25,7 @@ import (
 const usage = `Usage: qmd [--config FILE]... [--log-level LEVEL]     run the daemon (foreground)
        qmd check-config [--config FILE]... [--json]  validate and print the effective configuration
        qmd version
+       qmd completion bash|zsh                       print the shell completion script
 %s
 Configuration: /usr/share/qmd/qmd.toml, /etc/qmd/qmd.toml, /etc/qmd/qmd.toml.d/*.toml
 (in that order); --config replaces that search. See the README.
@@ -41,6 +43,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		case "help", "-h", "--help":
 			fmt.Fprintf(stdout, usage, clientUsage())
 			return 0
+		case "completion":
+			return completion.Main(args[1:], fmt.Sprintf(usage, ""), stdout, stderr)
 		}
 		if isClientCommand(args[0]) {
 			return runClient(args, stdout, stderr)
