@@ -16,6 +16,7 @@ import (
 type backend struct {
 	sup    *supervisor.Supervisor
 	store  *incident.Store
+	rec    *incident.Recorder
 	reload func() error
 
 	mu       sync.Mutex
@@ -113,3 +114,8 @@ func (b *backend) Incidents(partition string, afterID uint64, limit int) ([]inci
 }
 
 func (b *backend) LastIncidentID() uint64 { return b.store.LastID() }
+
+func (b *backend) IncidentStats() dbusapi.IncidentStats {
+	st := b.rec.Stats()
+	return dbusapi.IncidentStats{Dropped: st.SubscriberDrops, Coalesced: st.Coalesced, Pending: uint32(max(st.Pending, 0))}
+}

@@ -94,9 +94,21 @@ func Run(ctx context.Context, opts Options) error {
 		log.Error("incident store unavailable; incidents are kept in memory only", zap.String("reason", why))
 	}
 	defer func() { _ = store.Close() }()
-	rec := incident.NewRecorder(store, func(err error) { log.Warn("incident store write failed", zap.Error(err)) })
+	// Incidents are written to disk by the store's own writer in batches:
+	// recording one never waits for the disk (a restart is never delayed by
+	// an fsync), repeats within 10 s are coalesced, and a subscriber that
+	// cannot keep up loses incidents for itself only, which is counted
+	// (Manager.IncidentsDropped) and logged at most once a minute.
+	rec := incident.NewRecorderWithOptions(store, incident.RecorderOptions{
+		OnError: func(err error) { log.Error("incident store write failed; incidents are kept in memory only", zap.Error(err)) },
+		OnSubscriberDrop: func(d incident.SubscriberDrop) {
+			log.Warn("incident subscriber too slow; incidents dropped for it (the store keeps them)",
+				zap.String("subscriber", d.Name), zap.Uint64("dropped", d.New), zap.Uint64("dropped_total", d.Dropped),
+				zap.Int("buffer", d.Buffer))
+		},
+	})
 	defer rec.Close()
-	rec.Subscribe(256, func(inc incident.Incident) {
+	rec.SubscribeNamed("journal", 256, func(inc incident.Incident) {
 		log.Info(inc.Summary, logging.IncidentFields(inc)...)
 	})
 
@@ -111,7 +123,7 @@ func Run(ctx context.Context, opts Options) error {
 		cfgMu sync.Mutex
 		srv   atomic.Pointer[dbusapi.Server]
 	)
-	be := &backend{sup: sup, store: store}
+	be := &backend{sup: sup, store: store, rec: rec}
 	if bad, why := store.Degraded(); bad {
 		be.setDegraded("incident store: " + why)
 	}
@@ -169,7 +181,7 @@ func Run(ctx context.Context, opts Options) error {
 			be.setDegraded("d-bus: " + err.Error())
 		} else {
 			srv.Store(s)
-			rec.Subscribe(256, s.IncidentAdded)
+			rec.SubscribeNamed("d-bus", 256, s.IncidentAdded)
 			defer func() { _ = s.Close() }()
 		}
 	}

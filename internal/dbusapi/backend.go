@@ -38,4 +38,18 @@ type Backend interface {
 	Status() string // "up" | "degraded"
 	Incidents(partition string, afterID uint64, limit int) ([]incident.Incident, error)
 	LastIncidentID() uint64
+	IncidentStats() IncidentStats
+}
+
+// IncidentStats are the incident recorder's counters, as Manager
+// properties: what operators lost or what was folded together.
+type IncidentStats struct {
+	// Dropped counts incidents a subscriber (journal line, IncidentNew
+	// signal) missed because it was too slow; the store still has them.
+	Dropped uint64
+	// Coalesced counts repeats folded into an earlier record (its details
+	// count/first/last say how many and when).
+	Coalesced uint64
+	// Pending counts incidents not yet written to disk.
+	Pending uint32
 }

@@ -51,6 +51,9 @@ var managerIface = ifaceDef{
 		{"Version", "s", emitsConst},
 		{"Status", "s", emitsTrue},
 		{"LastIncidentId", "t", emitsTrue},
+		{"IncidentsDropped", "t", emitsFalse},
+		{"IncidentsCoalesced", "t", emitsFalse},
+		{"IncidentsPending", "u", emitsFalse},
 	},
 }
 

@@ -433,10 +433,14 @@ func changedProps(a, b PartitionInfo) map[string]dbus.Variant {
 }
 
 func (s *Server) managerProps() (map[string]dbus.Variant, error) {
+	st := s.b.IncidentStats()
 	return map[string]dbus.Variant{
-		"Version":        dbus.MakeVariant(s.opts.Version),
-		"Status":         dbus.MakeVariant(s.b.Status()),
-		"LastIncidentId": dbus.MakeVariant(s.b.LastIncidentID()),
+		"Version":            dbus.MakeVariant(s.opts.Version),
+		"Status":             dbus.MakeVariant(s.b.Status()),
+		"LastIncidentId":     dbus.MakeVariant(s.b.LastIncidentID()),
+		"IncidentsDropped":   dbus.MakeVariant(st.Dropped),
+		"IncidentsCoalesced": dbus.MakeVariant(st.Coalesced),
+		"IncidentsPending":   dbus.MakeVariant(st.Pending),
 	}, nil
 }
 

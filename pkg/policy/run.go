@@ -133,7 +133,7 @@ func (c *Controller) onOOMKill(n int, km *kmsg) {
 	}
 	if len(vs) == 0 {
 		c.record(incident.OOMKill, fmt.Sprintf("%d process(es) OOM-killed inside the partition", n),
-			map[string]string{"count": strconv.Itoa(n), "cgroup": c.cg.Path()})
+			map[string]string{"killed": strconv.Itoa(n), "cgroup": c.cg.Path()})
 		return
 	}
 	for _, v := range vs {
@@ -164,7 +164,7 @@ func (c *Controller) onForkBomb(ev cgroups.Event) {
 	n := len(c.forks)
 	c.mu.Unlock()
 	limit := c.cfg.Pids.ForkBombRestarts
-	d := map[string]string{"events_in_window": strconv.Itoa(n), "window": win.String(), "count": strconv.FormatUint(ev.Count, 10)}
+	d := map[string]string{"events_in_window": strconv.Itoa(n), "window": win.String(), "pids_max_events": strconv.FormatUint(ev.Count, 10)}
 	if limit > 0 && n >= limit {
 		c.record(incident.ForkBomb, fmt.Sprintf("pids.max reached %d times within %s: restarting the partition", n, win), d)
 		if !c.h.DryRun {

@@ -183,3 +183,9 @@ func (f *FakeBackend) Incidents(p string, after uint64, limit int) ([]incident.I
 }
 
 func (f *FakeBackend) LastIncidentID() uint64 { return f.Store.LastID() }
+
+// IncidentStats reports the store's pending count; drops and coalescing
+// are the recorder's, which the fake has none of.
+func (f *FakeBackend) IncidentStats() dbusapi.IncidentStats {
+	return dbusapi.IncidentStats{Pending: uint32(f.Store.Stats().Pending)}
+}
