@@ -4,15 +4,19 @@
 # report the scenario results that come back through the share.
 #
 # Environment:
-#   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 9; 0 is
+#   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 10; 0 is
 #                   the VM preflight that needs no qmd)
 #   E2E_TIMEOUT     hard limit for the VM in seconds (default 3000)
 #   E2E_MEM         VM memory in MiB (default 4096)
-#   E2E_CRASH_REPS  crash repetitions per supervisor in scenario 3 (default 3)
+#   E2E_CRASH_REPS  crash repetitions per supervisor in scenarios 3 and 10 (default 3)
+#   E2E_LOAD_VM_PCT share of RAM per stress-ng VM worker in scenario 10 (default 25)
 #   E2E_BUILD       build directory (default build/e2e)
 #   E2E_SKIP_INSTALL=1  do not run make build/install (qmd scenarios then FAIL)
 #   E2E_DEBUG_SCRIPT  a script run in the VM before the scenarios (debug.log)
 #   E2E_QMD_CONFIG  another file to install as /etc/qmd/qmd.toml (experiments)
+#   E2E_SRC         the qmd source tree to build and install (default: this
+#                   checkout), e.g. an older commit: mkdir /tmp/old &&
+#                   git archive COMMIT | tar -x -C /tmp/old; E2E_SRC=/tmp/old
 # Exit status: 0 only if every selected scenario reported PASS.
 set -euo pipefail
 
@@ -26,7 +30,7 @@ main() {
 	MAKE=${MAKE:-make}
 	timeout_s=${E2E_TIMEOUT:-3000}
 	mem=${E2E_MEM:-4096}
-	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9}
+	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9 10}
 
 	t0=$(date +%s)
 	log() { printf '%s [e2e +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - t0 ))" "$*"; }
@@ -62,25 +66,27 @@ main() {
 	{
 		printf 'E2E_SCENARIOS=%q\n' "$scenarios"
 		printf 'E2E_VM_TIMEOUT=%q\n' "$(( timeout_s > 600 ? timeout_s - 300 : timeout_s / 2 ))"
-		for v in E2E_CRASH_REPS E2E_RESYNC_WAIT E2E_PRESSURE_WAIT E2E_RESTORE_WAIT E2E_WATCHDOG_SLACK; do
+		for v in E2E_CRASH_REPS E2E_RESYNC_WAIT E2E_PRESSURE_WAIT E2E_RESTORE_WAIT E2E_WATCHDOG_SLACK E2E_LOAD_VM_PCT; do
 			[ -z "${!v:-}" ] || printf '%s=%q\n' "$v" "${!v}"
 		done
 	} >"$share/env"
 
 	t_inst=$(date +%s)
+	src=${E2E_SRC:-$top}
 	if [ "${E2E_SKIP_INSTALL:-0}" = 1 ]; then
 		echo "E2E_SKIP_INSTALL=1 was set" >"$share/install.err"
 		log "skipping make build/install (E2E_SKIP_INSTALL=1)"
 	else
-		log "make build && make install DESTDIR=$share/root PREFIX=/usr (log: $build/install.log)"
-		if ! { "$MAKE" -C "$top" build && "$MAKE" -C "$top" install DESTDIR="$share/root" PREFIX=/usr; } \
+		log "make -C $src build && make -C $src install DESTDIR=$share/root PREFIX=/usr (log: $build/install.log)"
+		if ! { "$MAKE" -C "$src" build && "$MAKE" -C "$src" install DESTDIR="$share/root" PREFIX=/usr; } \
 			>"$build/install.log" 2>&1; then
 			grep -Ev '^make(\[[0-9]+\])?: (Entering|Leaving)' "$build/install.log" | tail -n 5 >"$share/install.err"
 			log "make build/install FAILED; scenarios that need qmd will FAIL. Last lines:"
 			sed 's/^/    /' "$share/install.err"
 		fi
 	fi
-	log "install step took $(( $(date +%s) - t_inst ))s"
+	t_install=$(( $(date +%s) - t_inst ))
+	log "install step took ${t_install}s"
 
 	# --- boot -----------------------------------------------------------------------
 	console=$build/console.log
@@ -165,8 +171,9 @@ main() {
 	npass=$(grep -c '^PASS ' "$share/results" || true)
 	nfail=$(grep -c '^FAIL ' "$share/results" || true)
 	boot=$(cat "$share/boot-seconds" 2>/dev/null || echo "?")
-	echo "passed $npass, failed $nfail, missing $(echo $missing | wc -w)"
-	echo "timings: image ${t_image}s, VM boot to ready ${boot}s (VM uptime), VM run ${t_vm}s, total $(( $(date +%s) - t0 ))s"
+	echo "passed $npass, failed $nfail, missing $(echo "$missing" | wc -w)"
+	echo "timings: image ${t_image}s, make build+install ${t_install}s, VM boot to ready ${boot}s (VM uptime), VM run ${t_vm}s, total $(( $(date +%s) - t0 ))s"
+	echo "per scenario: $(grep -E '^(PASS|FAIL) ' "$share/results" | awk '{ print $2 "=" $4 }' | sed 's/:$//' | paste -sd' ' -)"
 	echo "artifacts: $share (results, harness.log, s<n>.log, journal.txt, qmd-journal.txt, journal.export), $console"
 	return "$bad"
 }

@@ -32,12 +32,15 @@ finish() {
 }
 
 # Settings passed from the host (E2E_SCENARIOS, E2E_CRASH_REPS, ...).
-set -a; [ -f "$S/env" ] && . "$S/env"; set +a
+set -a
+# shellcheck disable=SC1091 # written by run.sh
+[ -f "$S/env" ] && . "$S/env"
+set +a
 
 log "harness started; waiting for the system to be up"
 state=$(timeout 300 systemctl is-system-running --wait 2>&1)
 log "system state: $state (uptime $(cut -d' ' -f1 /proc/uptime)s)"
-echo "$(cut -d' ' -f1 /proc/uptime)" >"$S/boot-seconds"
+cut -d' ' -f1 /proc/uptime >"$S/boot-seconds"
 if [ "$state" != running ]; then
 	systemctl --failed --no-pager
 fi
@@ -82,7 +85,9 @@ install_qmd() {
 log "installing qmd from the share"
 if why=$(install_qmd 2>"$S/install.stderr"); then
 	echo ok >"$S/install.status"
-	log "qmd installed and started: $(systemctl is-active qmd.service)"
+	# Scenario 1 checks that qmd.service keeps this MainPID (no restart).
+	systemctl show -p MainPID --value qmd.service >"$S/qmd-mainpid"
+	log "qmd installed and started: $(systemctl is-active qmd.service), MainPID $(cat "$S/qmd-mainpid"), NRestarts $(systemctl show -p NRestarts --value qmd.service)"
 else
 	echo "$why" >"$S/install.status"
 	log "qmd NOT installed: $why"

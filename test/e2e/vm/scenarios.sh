@@ -9,7 +9,9 @@
 #   PASS <n> <name> <seconds>s
 #   FAIL <n> <name> <seconds>s: <why>
 # plus optional "INFO <n> ..." lines (measurements). On FAIL the journal since
-# the scenario started goes to /mnt/harness/fail-<n>.journal.
+# the scenario started goes to /mnt/harness/fail-<n>.journal, preceded by the
+# scenario's evidence (e.g. the journal around a watchdog kill of qmd that
+# happened before the scenario started).
 set -euo pipefail
 
 S=${E2E_SHARE:-/mnt/harness}
@@ -26,16 +28,38 @@ UINT64_MAX=18446744073709551615
 declare -A NAMES=(
 	[0]=vm-preflight [1]=boot [2]=oom-score-adj [3]=crash [4]=crash-loop
 	[5]=memory [6]=pressure [7]=qmd-restart [8]=access [9]=watchdog
+	[10]=under-load
 )
+ALL_SCENARIOS="0 1 2 3 4 5 6 7 8 9 10"
 # Per-scenario time limits (seconds, inside the VM; the CPU is emulated).
-declare -A LIMITS=([0]=600 [3]=1200 [6]=600)
+declare -A LIMITS=([0]=600 [3]=1200 [6]=600 [10]=1200)
 DEFAULT_LIMIT=420
 
 # ---- helpers -------------------------------------------------------------------
 T0=$(date +%s)
 say() { printf '%s [s%s +%ss] %s\n' "$(date +%H:%M:%S)" "${N:-?}" "$(( $(date +%s) - T0 ))" "$*"; }
-# fail WHY: end the scenario with this reason.
-fail() { say "FAIL: $*"; printf '%s\n' "$*" >"$REASON"; exit 1; }
+# fail WHY: end the scenario with this reason. Under guard_qmd, a restart of
+# qmd.service since the guard's start is named first: it is the likely root
+# cause of whatever failed after it.
+fail() {
+	local why=$* r
+	if [ ${#GUARD[@]} -gt 0 ]; then
+		r=$(qmd_restarts "${GUARD[@]}" || true)
+		[ -z "$r" ] || why="$r; then: $why"
+	fi
+	say "FAIL: $why"
+	printf '%s\n' "$why" >"$REASON"
+	exit 1
+}
+# evidence TITLE < TEXT: kept for the report; it goes to the top of
+# fail-<n>.journal when the scenario fails (the same TITLE replaces itself).
+evidence() {
+	local f=$S/.evidence-$N.d
+	mkdir -p "$f"
+	{ echo "=== evidence: $1 ==="; cat; } >"$f/$(printf '%s' "$1" | md5sum | cut -c1-8)"
+	say "evidence: $1 (see fail-$N.journal)" >&2
+}
+num() { case $1 in '' | *[!0-9]*) echo 0 ;; *) echo "$1" ;; esac; } # "[not set]" -> 0
 # check_later WHY: record a failed check, go on; the scenario fails at its end
 # with every such reason (for checks that do not block the ones after them).
 LATER=()
@@ -119,9 +143,91 @@ mem_high() { local v; v=$(cat "$1/memory.high"); [ "$v" = max ] && v=$UINT64_MAX
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }'; }
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-journal_since() { # journal_since EPOCH [journalctl args...]
+journal_since() { # journal_since EPOCH|boot [journalctl args...]
 	local since=$1; shift
-	journalctl --no-pager -q --since "@$since" "$@"
+	if [ "$since" = boot ]; then
+		journalctl --no-pager -q -b "$@"
+	else
+		journalctl --no-pager -q --since "@$since" "$@"
+	fi
+}
+
+# ---- qmd.service itself must not be restarted ------------------------------------
+# qmd_restarts SINCE NRESTARTS0 [MAINPID0]: one line saying how qmd.service has
+# been restarted since SINCE (epoch seconds, or "boot"); nothing when it has
+# not: systemd's "Watchdog timeout" for it, NRestarts other than NRESTARTS0,
+# MainPID other than MAINPID0. For a watchdog kill, the line quotes qmd's last
+# warning before it, and the journal of qmd.service around each kill is kept
+# as evidence.
+qmd_restarts() {
+	local since=$1 nr0=$2 pid0=${3:-} wd nr pid warn first whys=()
+	# systemd's own messages about the unit (PID 1, UNIT=qmd.service).
+	wd=$(journal_since "$since" _PID=1 UNIT=qmd.service -o short-precise | grep 'Watchdog timeout' || true)
+	nr=$(svc qmd.service NRestarts)
+	pid=$(svc qmd.service MainPID)
+	if [ -n "$wd" ]; then
+		first=$(head -n 1 <<<"$wd" | cut -d' ' -f3,6-)
+		# qmd's last warning before the first kill (reads it all: no SIGPIPE)
+		warn=$(qmd_log "$since" | awk '/Watchdog timeout/ { done = 1 } !done && /health check failed|withholding the watchdog/ { w = $0 } END { print w }')
+		[ -z "$warn" ] || warn=" after qmd logged \"$warn\""
+		whys+=("qmd.service was killed by its watchdog $(grep -c . <<<"$wd") time(s) since $(when "$since"): \"$first\"$warn")
+		{ qmd_log "$since" | grep -B 20 -A 4 'Watchdog timeout' || true; } |
+			evidence "journal of qmd.service (with QMD_ERROR) around its watchdog timeout(s) since $(when "$since")"
+	fi
+	[ "$nr" = "$nr0" ] || whys+=("NRestarts of qmd.service went from $nr0 to $nr")
+	[ -z "$pid0" ] || [ "$pid" = "$pid0" ] ||
+		whys+=("MainPID of qmd.service changed from $pid0 to $pid ($(svc qmd.service ActiveState)/$(svc qmd.service SubState), Result $(svc qmd.service Result))")
+	[ ${#whys[@]} -eq 0 ] || printf '%s; ' "${whys[@]}" | sed 's/; $//'
+}
+# qmd_log SINCE: journalctl -u qmd.service (qmd's entries and systemd's about
+# it), one line an entry: "TIME MESSAGE [partition P] [error: QMD_ERROR]" (the
+# error of a warning is a field). Of a Go stack dump on qmd's stderr (after the
+# watchdog's SIGABRT) only the first line is kept; the whole dump is in
+# journal.txt.
+qmd_log() {
+	journal_since "$1" -u qmd.service -o verbose --output-fields=MESSAGE,QMD_ERROR,QMD_PARTITION,_TRANSPORT |
+		awk '
+			function flush() {
+				if (t == "") return
+				if (tr == "stdout" && dump) { skipped++; t = m = e = p = tr = ""; return }
+				dump = tr == "stdout" && m ~ /^(SIGABRT|SIGQUIT|SIGSEGV|panic|fatal error)/
+				if (skipped) print "    (" skipped " more lines of qmd stderr: a stack dump, see journal.txt)"
+				skipped = 0
+				print t, m (p != "" ? " [partition " p "]" : "") (e != "" ? " [error: " e "]" : "")
+				t = m = e = p = tr = ""
+			}
+			/^[^ ]/ { flush(); t = $3; next }
+			/^    MESSAGE=/ { m = substr($0, 13); next }
+			/^    QMD_ERROR=/ { e = substr($0, 15); next }
+			/^    QMD_PARTITION=/ { p = substr($0, 19); next }
+			/^    _TRANSPORT=/ { tr = substr($0, 16); next }
+			END { flush(); if (skipped) print "    (" skipped " more lines of qmd stderr: a stack dump, see journal.txt)" }'
+}
+# when EPOCH|boot: "boot" or the wall-clock time of EPOCH.
+when() { if [ "$1" = boot ]; then echo boot; else date -d "@$1" +%T; fi; }
+# guard_qmd SINCE NRESTARTS0 [MAINPID0]: from here on qmd.service must not be
+# restarted; every FAIL of the scenario names such a restart first. End with
+# guard_qmd_check.
+GUARD=()
+guard_qmd() { GUARD=("$@"); }
+# guard_qmd_check: the guard's check as a failed check (put first: it is the
+# likely cause of the others); ends the guard.
+guard_qmd_check() {
+	local r
+	r=$(qmd_restarts "${GUARD[@]}")
+	GUARD=()
+	if [ -n "$r" ]; then
+		say "FAILED CHECK: $r"
+		LATER=("$r" "${LATER[@]}")
+	fi
+}
+# watchdog_secs: qmd.service's WatchdogSec in whole seconds (0: none).
+watchdog_secs() {
+	local wd s
+	wd=$(svc qmd.service WatchdogUSec) # like "20s" or "1min 30s"
+	case $wd in "" | 0 | infinity) echo 0; return ;; esac
+	s=$(systemd-analyze timespan "$wd" 2>/dev/null | awk '/s:/ && $1 ~ /^(μs|us):$/ { printf "%d", $2 / 1e6 }')
+	echo "${s:-30}"
 }
 
 # ---- scenarios -------------------------------------------------------------------
@@ -184,9 +290,10 @@ s0() {
 	awk '{ split($2, a, "="); exit !(a[2] + 0 > 5) }' <<<"$psi" || fail "the host hog made no memory pressure: $psi"
 }
 
-# 1: boot: qmd.service active, partition running, QM's systemd up, D-Bus
+# check_boot: the checks of scenario 1 (scenario 10 runs them under load):
+# qmd.service active, the container qm running, QM's systemd up, D-Bus
 # ActiveState active, STATUS= shown by systemctl status.
-s1() {
+check_boot() {
 	need_qmd
 	(wait_for 240 "container qm running (podman ps)" sh -c \
 		"podman ps --filter 'name=^qm\$' --filter status=running --format '{{.Names}}' | grep -qx qm") ||
@@ -198,11 +305,17 @@ s1() {
 	local status
 	status=$(systemctl status --no-pager qmd.service | grep -E '^ *Status: "' || true)
 	[ -n "$status" ] || check_later "systemctl status qmd shows no Status: line (sd_notify STATUS=)"
-	info "systemctl status qmd:$(echo "$status" | sed 's/^ *Status://')"
-	local nr
-	nr=$(svc qmd.service NRestarts)
-	[ "$nr" = 0 ] || check_later "qmd.service was restarted $nr time(s) since boot ($(journalctl -q --no-pager -u qmd.service | grep -m1 -E 'Watchdog timeout|Main process exited' || echo 'see journal'))"
-	info "qmd.service active after $(svc qmd.service ActiveEnterTimestampMonotonic | awk '{ printf "%.1f", $1 / 1e6 }')s of uptime"
+	info "systemctl status qmd: ${status#*Status: }"
+}
+
+# 1: boot: check_boot, and qmd.service was never restarted since the VM
+# booted: no "Watchdog timeout" for it in the journal, NRestarts 0, the
+# MainPID that the harness saw when it installed qmd.
+s1() {
+	guard_qmd boot 0 "$(cat "$S/qmd-mainpid" 2>/dev/null || true)"
+	check_boot
+	guard_qmd_check
+	info "qmd.service active after $(svc qmd.service ActiveEnterTimestampMonotonic | awk '{ printf "%.1f", $1 / 1e6 }')s of uptime; $(qmd_log boot | grep -c 'health check failed' || true) 'health check failed' warning(s) since boot"
 }
 
 # 2: oom_score_adj: partition init 500, nested container 750, ASIL keeps -800.
@@ -240,7 +353,7 @@ s2() {
 crash_once() {
 	local name=$1 pid0 t_kill started
 	pid0=$(ctr "$name" .State.Pid)
-	[ -n "$pid0" ] && [ "$pid0" != 0 ] || fail "$name has no init PID"
+	if [ -z "$pid0" ] || [ "$pid0" = 0 ]; then fail "$name has no init PID"; fi
 	t_kill=$(now_ns)
 	kill -9 "$pid0"
 	wait_for 300 "$name running again with a new init PID after kill -9 $pid0" ctr_running_new_pid "$name" "$pid0"
@@ -249,14 +362,18 @@ crash_once() {
 	echo "$(( started - t_kill )) $(( $(now_ns) - t_kill ))"
 }
 
-# 3: crash: kill -9 of QM's init -> restarted; journal and NRestarts; the
-# crash->running time vs plain systemd Restart=always, same VM run.
-s3() {
-	need_qmd
-	local reps=${E2E_CRASH_REPS:-3} since n0 n1 i r
+# check_crashes REPS: the qmd half of scenario 3 (scenario 10 runs it under
+# load): REPS times kill -9 of QM's init -> running again with a new PID and
+# QM's systemd up; the partition's NRestarts grew by exactly REPS; at least
+# REPS journal entries QMD_EVENT=restart. Unless a guard_qmd is on (then the
+# guard checks it), qmd.service must not have been restarted meanwhile: a new
+# qmd process counts restarts afresh. Timings in /tmp/crash-qmd.
+check_crashes() {
+	local reps=$1 since n0 n1 i r qnr0 qpid0 nent
 	need_running
 	wait_inner_up qm
 	since=$(date +%s)
+	qnr0=$(svc qmd.service NRestarts); qpid0=$(svc qmd.service MainPID)
 	n0=$(prop qm NRestarts)
 	: >/tmp/crash-qmd
 	for i in $(seq "$reps"); do
@@ -265,11 +382,24 @@ s3() {
 		echo "$r" >>/tmp/crash-qmd
 	done
 	n1=$(prop qm NRestarts)
-	[ "$n1" -ge $(( n0 + reps )) ] || check_later "NRestarts went from $n0 to $n1 after $reps crashes"
-	local entries
-	entries=$(journal_since "$since" -u qmd.service QMD_EVENT=restart QMD_PARTITION=qm -o verbose)
-	[ -n "$entries" ] || check_later "journalctl -u qmd QMD_EVENT=restart QMD_PARTITION=qm has no entry"
-	info "journal restart entries: $(echo "$entries" | grep -c '^    MESSAGE=' || true); NRestarts $n0 -> $n1"
+	if [ ${#GUARD[@]} -eq 0 ]; then
+		r=$(qmd_restarts "$since" "$qnr0" "$qpid0")
+		[ -z "$r" ] || check_later "during the crashes $r"
+	fi
+	[ "$n1" -eq $(( n0 + reps )) ] ||
+		check_later "partition NRestarts went from $n0 to $n1 after $reps crashes, want exactly $(( n0 + reps ))"
+	nent=$(journal_since "$since" -u qmd.service QMD_EVENT=restart QMD_PARTITION=qm -o verbose | grep -c '^    MESSAGE=' || true)
+	[ "$nent" -ge "$reps" ] ||
+		check_later "journalctl -u qmd QMD_EVENT=restart QMD_PARTITION=qm has $nent entries after $reps crashes"
+	info "journal restart entries: $nent; NRestarts $n0 -> $n1"
+}
+
+# 3: crash: check_crashes; then the crash->running time vs plain systemd
+# Restart=always, same VM run.
+s3() {
+	need_qmd
+	local reps=${E2E_CRASH_REPS:-3} i r
+	check_crashes "$reps"
 
 	# The same container under plain systemd Restart=always.
 	timeout 300 systemctl start qm-plain.service || fail "qm-plain.service did not start"
@@ -455,20 +585,18 @@ s8() {
 	out=$(nobody busctl call "$BUS" "$MGR" "$MIF" ListPartitions 2>&1) ||
 		fail "ListPartitions as nobody failed: $out"
 	sleep 2
-	[ "$(prop qm ContainerId)" = "$id0" ] && [ "$(prop qm NRestarts)" = "$n0" ] ||
+	if [ "$(prop qm ContainerId)" != "$id0" ] || [ "$(prop qm NRestarts)" != "$n0" ]; then
 		fail "partition qm changed after nobody's Restart (ContainerId/NRestarts)"
+	fi
 }
 
 # 9: watchdog: a frozen qmd is restarted by systemd; the partition stays.
 s9() {
 	need_qmd
 	need_running
-	local wd pid0 n0 id0 limit t
-	local wd_s
-	wd=$(svc qmd.service WatchdogUSec) # like "30s" or "1min 30s"
-	case $wd in "" | 0 | infinity) fail "qmd.service has no WatchdogSec (WatchdogUSec=$wd)" ;; esac
-	wd_s=$(systemd-analyze timespan "$wd" 2>/dev/null | awk '/s:/ && $1 ~ /^(μs|us):$/ { printf "%d", $2 / 1e6 }')
-	[ -n "$wd_s" ] && [ "$wd_s" -gt 0 ] || wd_s=30
+	local wd_s pid0 n0 id0 limit t
+	wd_s=$(watchdog_secs)
+	[ "$wd_s" -gt 0 ] || fail "qmd.service has no WatchdogSec (WatchdogUSec=$(svc qmd.service WatchdogUSec))"
 	pid0=$(svc qmd.service MainPID); n0=$(svc qmd.service NRestarts); id0=$(ctr qm .Id)
 	trap 'kill -CONT '"$pid0"' 2>/dev/null || true' EXIT
 	t=$(now_ns)
@@ -488,17 +616,120 @@ s9() {
 		"busctl get-property $BUS $PART/qm $PIF ActiveState | grep -qx 's \"active\"'"
 }
 
+# Host load for scenario 10: stress-ng in its own unit on the VM host (not in
+# the partition): 2 CPU workers and 2 VM workers holding E2E_LOAD_VM_PCT %
+# (default 25) of RAM each. OOMScoreAdjust=1000 for all of it
+# (--no-oom-adjust: stress-ng as root would make its CPU workers unkillable):
+# if memory runs out, the load goes first, not the partition (500).
+LOAD_UNIT=e2e-load.service
+LOAD_VM_KIB=0 # --vm-bytes of all VM workers together
+start_load() { # start_load SECONDS (an upper bound of its life)
+	local kib vm_kib
+	kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+	# stress-ng splits --vm-bytes among the --vm workers (its source does,
+	# whatever its man page says): give it the total.
+	vm_kib=$(( kib * 2 * ${E2E_LOAD_VM_PCT:-25} / 100 ))
+	LOAD_VM_KIB=$vm_kib
+	systemctl stop "$LOAD_UNIT" >/dev/null 2>&1 || true
+	systemctl reset-failed "$LOAD_UNIT" >/dev/null 2>&1 || true
+	systemd-run --quiet --unit="$LOAD_UNIT" --collect \
+		-p OOMScoreAdjust=1000 -p TimeoutStopSec=20 -p RuntimeMaxSec="$1" \
+		-p CPUAccounting=yes -p MemoryAccounting=yes -p TasksAccounting=yes \
+		stress-ng --cpu 2 --vm 2 --vm-bytes "${vm_kib}k" --no-oom-adjust --timeout "$1" ||
+		fail "could not start the host load: systemd-run ... stress-ng failed"
+	info "host load: $LOAD_UNIT: stress-ng --cpu 2 --vm 2 --vm-bytes ${vm_kib}k ($(( vm_kib / 2048 )) MiB each of $(( kib / 1024 )) MiB; $(stress-ng --version 2>&1 | head -n 1))"
+}
+# load_alive: the unit is active with all its processes (main, 2 CPU workers,
+# 2 VM workers and their children).
+load_alive() {
+	systemctl is-active -q "$LOAD_UNIT" && [ "$(num "$(svc "$LOAD_UNIT" TasksCurrent)")" -ge 5 ]
+}
+# load_cg FILE: a file of the load unit's cgroup ("" when there is none).
+load_cg() { cat "/sys/fs/cgroup$(svc "$LOAD_UNIT" ControlGroup)/$1" 2>/dev/null || true; }
+# load_up: alive, and the VM workers hold memory (they map, write and unmap
+# in turns, so memory.current comes and goes: this polls for a high).
+load_up() { load_alive && [ "$(num "$(load_cg memory.current)")" -ge $(( LOAD_VM_KIB * 1024 / 4 )) ]; }
+load_state() {
+	echo "$LOAD_UNIT $(svc "$LOAD_UNIT" ActiveState)/$(svc "$LOAD_UNIT" SubState) Result $(svc "$LOAD_UNIT" Result), tasks $(svc "$LOAD_UNIT" TasksCurrent), memory.current $(( $(num "$(load_cg memory.current)") >> 20 )) MiB, memory.peak $(( $(num "$(load_cg memory.peak)") >> 20 )) MiB, $(load_cg memory.events | awk '$1 == "oom_kill" { print "oom_kill " $2 }')"
+}
+stop_load() {
+	systemctl stop "$LOAD_UNIT" >/dev/null 2>&1 || true
+}
+
+# 10: under load: the host runs stress-ng (start_load) and qmd "boots" under
+# it as at a VM boot (qmd stopped, the container removed, qmd started), then
+# scenario 1's checks (check_boot) and scenario 3's (check_crashes) run under
+# the load, which then goes on for one more WatchdogSec. Across the whole
+# scenario qmd.service must not be restarted (no "Watchdog timeout" in the
+# journal, NRestarts and MainPID unchanged since it started) and the
+# partition's NRestarts must count exactly the crashes. The load is stopped at
+# the end whatever happens.
+s10() {
+	need_qmd
+	local reps=${E2E_CRASH_REPS:-3} since t qpid0 qnr0 wd_s cpu0 cpu1 t_load el r
+	wd_s=$(watchdog_secs)
+	[ "$wd_s" -gt 0 ] || fail "qmd.service has no WatchdogSec (WatchdogUSec=$(svc qmd.service WatchdogUSec))"
+	since=$(date +%s)
+	trap stop_load EXIT
+	trap 'say "terminated (scenario time limit)"; exit 143' TERM
+
+	# A fresh start of qmd and of the partition, as at boot.
+	timeout 120 systemctl stop qmd.service || fail "systemctl stop qmd failed: $(svc qmd.service Result)"
+	if ctr qm .Id >/dev/null; then
+		podman rm -f -t 0 qm >/dev/null || fail "podman rm -f qm failed"
+	fi
+
+	start_load "${LIMITS[10]}"
+	t_load=$(now_ns)
+	(wait_for 60 "the host load up" load_up) || fail "the host load did not come up within 60s: $(load_state)"
+	cpu0=$(num "$(svc "$LOAD_UNIT" CPUUsageNSec)")
+	info "host load up: $(load_state); loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+
+	t=$(now_ns)
+	timeout 300 systemctl start qmd.service ||
+		fail "systemctl start qmd under load failed: $(svc qmd.service ActiveState)/$(svc qmd.service Result)"
+	qpid0=$(svc qmd.service MainPID); qnr0=$(svc qmd.service NRestarts)
+	info "qmd.service started under load in $(secs $(( $(now_ns) - t )))s (MainPID $qpid0, NRestarts $qnr0)"
+	guard_qmd "$since" "$qnr0" "$qpid0"
+
+	check_boot
+	info "under load: qmd start to QM systemd running $(secs $(( $(now_ns) - t )))s"
+	check_crashes "$reps"
+	info "under load: crash->container started median $(secs "$(awk '{ print $1 }' /tmp/crash-qmd | median)")s, crash->QM systemd running median $(secs "$(awk '{ print $2 }' /tmp/crash-qmd | median)")s"
+
+	# A watchdog kill comes up to WatchdogSec after the health check starts
+	# failing: keep the load on that long after the last check.
+	say "load on for $(( wd_s + 5 ))s more (WatchdogSec ${wd_s}s)"
+	sleep $(( wd_s + 5 ))
+
+	# The load was there all along, and real.
+	cpu1=$(num "$(svc "$LOAD_UNIT" CPUUsageNSec)")
+	el=$(( $(now_ns) - t_load ))
+	r="host load: $(load_state); CPU $(awk -v c=$(( cpu1 - cpu0 )) -v e="$el" 'BEGIN { printf "%.2f", c / e }') of 2 vCPUs over $(secs "$el")s; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+	info "$r"
+	load_alive || check_later "the host load did not last the whole scenario: $r"
+	[ "$(num "$(load_cg memory.peak)")" -ge $(( LOAD_VM_KIB * 1024 / 2 )) ] ||
+		check_later "the host load's VM workers never held half of their $(( LOAD_VM_KIB >> 10 )) MiB: $r"
+	awk -v c=$(( cpu1 - cpu0 )) -v e="$el" 'BEGIN { exit !(c / e >= 0.5) }' ||
+		check_later "the host load used less than half a vCPU on average: $r"
+	info "$(qmd_log "$since" | grep -c 'health check failed' || true) 'health check failed' warning(s) from qmd under load"
+
+	guard_qmd_check
+}
+
 # ---- runner ---------------------------------------------------------------------
 
 run_one() { # in its own process: set -e ends it at the first unexpected error
 	N=$1
 	REASON=$S/.reason-$N
 	: >"$REASON"
+	rm -rf "$S/.evidence-$N.d"
 	set -E
 	trap 'rc=$?; [ -s "$REASON" ] || printf "unexpected failure (rc %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >"$REASON"' ERR
 	say "scenario $N ${NAMES[$N]} starting"
 	"s$N"
 	if [ ${#LATER[@]} -gt 0 ]; then
+		GUARD=() # the scenario ran its guard check: it is in LATER already
 		fail "$(printf '%s; ' "${LATER[@]}" | sed 's/; $//')"
 	fi
 	say "scenario $N done"
@@ -509,7 +740,7 @@ if [ "${1:-}" = run ]; then
 	exit 0
 fi
 
-list=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9}
+list=${E2E_SCENARIOS:-$ALL_SCENARIOS}
 nfail=0
 for n in $list; do
 	name=${NAMES[$n]:-}
@@ -522,6 +753,9 @@ for n in $list; do
 	timeout -k 10 "$limit" bash "$0" run "$n" >"$S/s$n.log" 2>&1
 	rc=$?
 	set -e
+	# A scenario's host load never outlives it (scenario 10 stops it itself,
+	# but not when the time limit SIGKILLs it).
+	systemctl stop "$LOAD_UNIT" >/dev/null 2>&1 || true
 	took=$(awk -v ns=$(( $(now_ns) - start_ns )) 'BEGIN { printf "%.1f", ns / 1e9 }')
 	if [ "$rc" = 0 ]; then
 		echo "PASS $n $name ${took}s" >>"$RESULTS"
@@ -534,8 +768,9 @@ for n in $list; do
 		echo "FAIL $n $name ${took}s: $why" >>"$RESULTS"
 		nfail=$(( nfail + 1 ))
 		{
-			echo "=== journalctl -u qmd.service since the start of scenario $n ==="
-			journal_since "$start" -u qmd.service -o short-precise | tail -n 40
+			[ ! -d "$S/.evidence-$n.d" ] || cat "$S/.evidence-$n.d"/*
+			echo "=== journalctl -u qmd.service since the start of scenario $n (qmd_log: with QMD_ERROR, stack dumps cut) ==="
+			qmd_log "$start" | tail -n 40
 			echo "=== qmd's structured fields (journalctl -u qmd -o verbose: MESSAGE, QMD_*) ==="
 			journal_since "$start" -u qmd.service -o verbose |
 				grep -E '^[A-Z][a-z]{2} [0-9]{4}-|^ +(MESSAGE|QMD_[A-Z_]+)=' | tail -n 60
