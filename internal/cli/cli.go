@@ -19,6 +19,7 @@ import (
 
 	"github.com/containers/qmd/internal/completion"
 	"github.com/containers/qmd/internal/daemon"
+	"github.com/containers/qmd/internal/quadlet"
 	"github.com/containers/qmd/pkg/policy"
 )
 
@@ -26,6 +27,7 @@ const usage = `Usage: qmd [--config FILE]... [--log-level LEVEL]     run the dae
        qmd check-config [--config FILE]... [--json]  validate and print the effective configuration
        qmd version
        qmd completion bash|zsh                       print the shell completion script
+       qmd import-quadlet [--output FILE|-] [--force] [--check] [--partition NAME] [FILE.container] [DROPIN.conf...]  write the qmd drop-in equivalent to containers/qm's Quadlet files
 %s
 Configuration: /usr/share/qmd/qmd.toml, /etc/qmd/qmd.toml, /etc/qmd/qmd.toml.d/*.toml
 (in that order); --config replaces that search. See the README.
@@ -45,6 +47,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "completion":
 			return completion.Main(args[1:], fmt.Sprintf(usage, ""), stdout, stderr)
+		case "import-quadlet":
+			return quadlet.Main(args[1:], stdout, stderr)
 		}
 		if isClientCommand(args[0]) {
 			return runClient(args, stdout, stderr)
