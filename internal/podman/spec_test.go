@@ -3,11 +3,16 @@
 package podman
 
 import (
+	"context"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/hostinfo"
+	"github.com/containers/qmd/test/harness"
 )
 
 var testFacts = hostinfo.Facts{MemTotal: 8 << 30, PidMax: 4194304}
@@ -138,5 +143,46 @@ func TestSpecHashCoversSecurity(t *testing.T) {
 		if s.Labels[LabelConfigHash] == s0.Labels[LabelConfigHash] {
 			t.Errorf("%s does not change the create hash", name)
 		}
+	}
+}
+
+// TestRealPodmanSecurityKeys creates a partition with the migration keys
+// against the private Podman service of test/harness (skipped like
+// TestRealPodman): the server takes them and inspect shows them.
+func TestRealPodmanSecurityKeys(t *testing.T) {
+	pm := harness.StartPodman(t)
+	rootfs := harness.Rootfs(t, "loop")
+	ctx := context.Background()
+	c := New(pm.URI(), 10*time.Second)
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	p := config.DefaultPartition("qmd-security-test")
+	p.Rootfs = rootfs
+	p.Volumes, p.Devices = nil, nil
+	p.Network = "none"
+	p.Seccomp = filepath.Join(harness.Repo(t), "configs", "seccomp-no-rt.json")
+	p.Rlimits = map[string]string{"nofile": "1024:20000", "nproc": "4096:32768"} // HOST-FACTS: within the hard limits
+	p.Annotations = map[string]string{"org.containers.qm.device.ttys": "true"}
+	p.Env = map[string]string{"QMD_TEST": "a b"}
+	// Label options are ignored by Podman without SELinux and "unconfined"
+	// needs no AppArmor: both work on any host.
+	p.Security = config.Security{SELinuxDisable: true, AppArmorProfile: "unconfined"}
+	id, err := c.Create(ctx, &p)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	defer func() { _ = c.Remove(ctx, id) }()
+	if got := pm.Inspect(id, `{{index .Config.Annotations "org.containers.qm.device.ttys"}}`); got != "true" {
+		t.Errorf("annotation: %q", got)
+	}
+	if got := pm.Inspect(id, `{{index .Config.Annotations "io.podman.annotations.label"}}`); got != "disable" {
+		t.Errorf("label annotation: %q", got)
+	}
+	if got := pm.Inspect(id, "{{.Config.Env}}"); !strings.Contains(got, "QMD_TEST=a b") {
+		t.Errorf("env: %q", got)
+	}
+	if got := pm.Inspect(id, "{{.HostConfig.SecurityOpt}}"); !strings.Contains(got, "label=disable") {
+		t.Errorf("security options: %q", got)
 	}
 }
