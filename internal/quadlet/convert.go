@@ -213,10 +213,25 @@ func (c *converter) specifier(r byte) (string, bool) {
 	return "", false
 }
 
-// resolve replaces systemd specifiers (%N, %%, ...) and, when vars is
-// set, $VAR and ${VAR} from [Service] Environment= ($$ is a '$'), as
-// systemd does for the podman command line Quadlet generates.
+// resolve replaces systemd specifiers (%N, %%, ...) in one word and, when
+// vars is set, the environment variables of [Service] Environment= as
+// systemd expands them in the command line Quadlet generates: ${VAR}
+// anywhere, $VAR only as the whole word, $$ as a '$'.
 func (c *converter) resolve(s string, vars bool) (string, error) {
+	if vars && len(s) > 1 && s[0] == '$' && s[1] != '{' && s[1] != '$' {
+		name, err := c.resolve(s[1:], false)
+		if err != nil {
+			return "", err
+		}
+		v, ok := c.env[name]
+		switch {
+		case ok:
+			return v, nil
+		case !envName(name):
+			return "", fmt.Errorf("systemd reads a word starting with $ as one variable name (%q); write ${NAME} inside a word", name)
+		}
+		return "", fmt.Errorf("$%s is not set by an Environment= in [Service] (systemd would drop the word)", name)
+	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		ch := s[i]
@@ -231,42 +246,35 @@ func (c *converter) resolve(s string, vars bool) (string, error) {
 			}
 			b.WriteString(v)
 			i++
-		case ch == '$' && vars:
-			if i+1 < len(s) && s[i+1] == '$' {
-				b.WriteByte('$')
-				i++
-				continue
+		case ch == '$' && vars && i+1 < len(s) && s[i+1] == '$':
+			b.WriteByte('$')
+			i++
+		case ch == '$' && vars && i+1 < len(s) && s[i+1] == '{':
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("unterminated ${")
 			}
-			var name string
-			if i+1 < len(s) && s[i+1] == '{' {
-				end := strings.IndexByte(s[i+2:], '}')
-				if end < 0 {
-					return "", fmt.Errorf("unterminated ${")
-				}
-				name = s[i+2 : i+2+end]
-				i += 2 + end
-			} else {
-				j := i + 1
-				for j < len(s) && (s[j] == '_' || s[j] >= 'A' && s[j] <= 'Z' || s[j] >= 'a' && s[j] <= 'z' || s[j] >= '0' && s[j] <= '9') {
-					j++
-				}
-				if j == i+1 {
-					b.WriteByte('$')
-					continue
-				}
-				name = s[i+1 : j]
-				i = j - 1
-			}
+			name := s[i+2 : i+2+end]
 			v, ok := c.env[name]
 			if !ok {
-				return "", fmt.Errorf("$%s is not set by an Environment= in [Service] (systemd would make it empty)", name)
+				return "", fmt.Errorf("${%s} is not set by an Environment= in [Service] (systemd would make it empty)", name)
 			}
 			b.WriteString(v)
+			i += 2 + end
 		default:
 			b.WriteByte(ch)
 		}
 	}
 	return b.String(), nil
+}
+
+func envName(s string) bool {
+	for i, r := range s {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // words splits a [Container] value and resolves each word.

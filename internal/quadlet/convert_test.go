@@ -243,6 +243,9 @@ StopTimeout=30
 			"security.selinux_disable": "true", "network": `"none"`, "container_name": `"systemd-qm"`,
 		}},
 		{"bridge network", "[Container]\nNetwork=bridge\n", map[string]string{"network": `"private"`}},
+		{"whole-word $VAR", "[Service]\nEnvironment=R=/srv/r\n[Container]\nRootfs=$R\nEnvironment=K=$R L=${R}\n", map[string]string{
+			"rootfs": `"/srv/r"`, "env.K": `"$R"`, "env.L": `"/srv/r"`,
+		}},
 		{"podman args", `[Container]
 AddCapability=all
 DropCapability=sys_boot
@@ -357,7 +360,9 @@ func TestConvertUnmappedReport(t *testing.T) {
 		{"[Container]\nNetwork=mynet.network\n", "Network=mynet.network", `network "mynet.network"`},
 		{"[Container]\nNetwork=host\nNetwork=private\n", "Network=host", "one network mode"},
 		{"[Container]\nRootfs=/r:O\n", "Rootfs=/r:O", "rootfs options"},
-		{"[Container]\nRootfs=$NOPE/r\n", "Rootfs=$NOPE/r", "$NOPE is not set"},
+		{"[Container]\nRootfs=$NOPE/r\n", "Rootfs=$NOPE/r", "write ${NAME} inside a word"},
+		{"[Container]\nRootfs=${NOPE}/r\n", "Rootfs=${NOPE}/r", "${NOPE} is not set"},
+		{"[Container]\nRootfs=$NOPE\n", "Rootfs=$NOPE", "$NOPE is not set"},
 		{"[Container]\nRootfs=/r/%H\n", "Rootfs=/r/%H", "specifier %H"},
 		{"[Container]\nExec=/init \"unterminated\n", "Exec=", "unterminated"},
 		{"[Container]\nEnvironment=TZ\n", "Environment=TZ", "without a value"},
