@@ -11,10 +11,18 @@ TAGS      := remote,containers_image_openpgp,exclude_graphdriver_btrfs,exclude_g
 LDFLAGS   := -s -w -X github.com/containers/qmd/internal/daemon.Version=$(VERSION)
 BIN       := bin/qmd
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
+MANDIR    ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# Debian's zsh searches vendor-completions; Fedora's site-functions (the rpm passes it).
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/vendor-completions
+GO_MD2MAN ?= go-md2man
+MANPAGES  := build/man/qmd.8 build/man/qmd.toml.5 build/man/org.containers.qmd1.5
+PKGDIR    ?= build/pkg
 
 export GOFLAGS := -buildvcs=false
 
 .PHONY: all build test unit integration bench lint fmt install uninstall demo deps clean help
+.PHONY: man completions deb rpm packages check-packages
 
 all: build
 
@@ -39,6 +47,8 @@ test: deps build ## install what is needed, then run unit and integration tests 
 	QMD_INTEGRATION=1 $(GO) test -race -count=1 -timeout 20m $(PODMAN_FREE)
 	@echo "==> $$(date -u +%T) packages linking the Podman bindings (daemon, podman edge), race detector, real Podman service"
 	QMD_INTEGRATION=1 QMD_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=1 $(GO) test -race -tags $(TAGS) -count=1 -timeout 20m $(PODMAN_PKGS)
+	@echo "==> $$(date -u +%T) Debian package and RPM: build, file lists, maintainer scripts, lintian, rpmlint"
+	QMD_INTEGRATION=1 $(MAKE) --no-print-directory check-packages
 
 unit: ## unit tests only (no root, no services)
 	$(GO) test -tags $(TAGS) -short -count=1 ./...
@@ -59,7 +69,7 @@ lint: ## gofmt, go vet, staticcheck
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-install: build ## install qmd, its unit, config, D-Bus files (DESTDIR, PREFIX)
+install: build man completions ## install qmd, its unit, config, D-Bus files, man pages, completions (DESTDIR, PREFIX)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/qmd
 	install -D -m 0644 systemd/qmd.service $(DESTDIR)$(UNITDIR)/qmd.service
 	sed -i 's|/usr/bin/qmd|$(PREFIX)/bin/qmd|' $(DESTDIR)$(UNITDIR)/qmd.service
@@ -73,6 +83,11 @@ install: build ## install qmd, its unit, config, D-Bus files (DESTDIR, PREFIX)
 	install -D -m 0644 systemd/qmd-tmpfiles.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/qmd.conf
 	install -D -m 0644 systemd/qmd.catalog $(DESTDIR)$(PREFIX)/lib/systemd/catalog/qmd.catalog
 	install -d -m 0755 $(DESTDIR)/etc/qmd/qmd.toml.d
+	install -D -m 0644 build/man/qmd.8 $(DESTDIR)$(MANDIR)/man8/qmd.8
+	install -D -m 0644 build/man/qmd.toml.5 $(DESTDIR)$(MANDIR)/man5/qmd.toml.5
+	install -D -m 0644 build/man/org.containers.qmd1.5 $(DESTDIR)$(MANDIR)/man5/org.containers.qmd1.5
+	install -D -m 0644 build/completion/qmd.bash $(DESTDIR)$(BASHCOMPDIR)/qmd
+	install -D -m 0644 build/completion/_qmd $(DESTDIR)$(ZSHCOMPDIR)/_qmd
 
 uninstall: ## remove what install put in place
 	rm -f $(DESTDIR)$(PREFIX)/bin/qmd $(DESTDIR)$(UNITDIR)/qmd.service \
@@ -81,7 +96,39 @@ uninstall: ## remove what install put in place
 	  $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.containers.qmd1.conf \
 	  $(DESTDIR)$(PREFIX)/share/dbus-1/interfaces/org.containers.qmd1.*.xml \
 	  $(DESTDIR)$(PREFIX)/lib/sysusers.d/qmd.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/qmd.conf \
-	  $(DESTDIR)$(PREFIX)/lib/systemd/catalog/qmd.catalog
+	  $(DESTDIR)$(PREFIX)/lib/systemd/catalog/qmd.catalog \
+	  $(DESTDIR)$(MANDIR)/man8/qmd.8 $(DESTDIR)$(MANDIR)/man5/qmd.toml.5 \
+	  $(DESTDIR)$(MANDIR)/man5/org.containers.qmd1.5 \
+	  $(DESTDIR)$(BASHCOMPDIR)/qmd $(DESTDIR)$(ZSHCOMPDIR)/_qmd
+
+# ---- man pages, shell completion, packages (packaging/README.md)
+
+man: $(MANPAGES) ## build the man pages into build/man (go-md2man; man ./build/man/qmd.8)
+
+build/man/%: docs/man/%.md
+	@mkdir -p $(@D)
+	@command -v $(GO_MD2MAN) >/dev/null || { echo "$(GO_MD2MAN) not found: apt-get install go-md2man (make deps)"; exit 1; }
+	$(GO_MD2MAN) -in $< -out $@
+
+completions: build ## bash and zsh completion scripts into build/completion
+	@mkdir -p build/completion
+	$(BIN) completion bash > build/completion/qmd.bash
+	$(BIN) completion zsh > build/completion/_qmd
+
+deb: build man completions ## build the Debian package into build/pkg (version from git describe)
+	rm -rf build/deb $(PKGDIR)/qmd_*.deb && mkdir -p $(PKGDIR)
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/build/deb/root PREFIX=/usr \
+	  MANDIR=/usr/share/man BASHCOMPDIR=/usr/share/bash-completion/completions ZSHCOMPDIR=/usr/share/zsh/vendor-completions
+	bash packaging/debian/build.sh build/deb/root $(PKGDIR)
+
+rpm: build man completions ## build the RPM into build/pkg (rpmbuild; packaging/rpm/qmd.spec)
+	rm -f $(PKGDIR)/qmd-*.rpm
+	bash packaging/rpm/build.sh $(PKGDIR)
+
+packages: deb rpm ## both packages
+
+check-packages: packages ## build both packages and check their files and scripts (lintian, rpmlint)
+	QMD_PKGDIR=$(CURDIR)/$(PKGDIR) $(GO) test -count=1 ./test/packaging/
 
 demo: deps build ## run qmd in the foreground on a demo partition it creates (root)
 	bash scripts/demo.sh

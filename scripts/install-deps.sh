@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what qmd's demo and tests need on a fresh Debian 12 machine:
 # Podman (4.3.1 from Debian) with runc, busybox for the demo/test rootfs,
-# dbus-daemon and busctl for the D-Bus tests, util-linux's setpriv.
+# dbus-daemon and busctl for the D-Bus tests, util-linux's setpriv; the
+# packaging tools (see packaging/README.md).
 # Idempotent and quiet when everything is there.
 set -euo pipefail
 
 need=()
-for pkg in podman runc busybox-static dbus-daemon systemd util-linux procps containernetworking-plugins iptables uidmap; do
+# go-md2man builds the man pages; rpm (rpmbuild), lintian and rpmlint build and
+# check the packages (make deb/rpm/check-packages); zsh checks the zsh completion.
+for pkg in podman runc busybox-static dbus-daemon systemd util-linux procps containernetworking-plugins iptables uidmap \
+	go-md2man rpm lintian rpmlint zsh; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # dbus-daemon is in package "dbus" on bookworm (dbus-daemon exists as a
