@@ -181,6 +181,45 @@ func TestZshScriptSyntax(t *testing.T) {
 	}
 }
 
+// zsh completes verbs (with their summaries), choices and flags in a real
+// interactive zsh (zpty), the script loaded from $fpath with compinit.
+func TestZshCompletesInteractively(t *testing.T) {
+	testutil.RequireBinaries(t, "zsh")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "_qmd"), []byte(Zsh(buildSpec(t))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const driver = `zmodload zsh/zpty || exit 2
+zpty z 'TERM=dumb zsh -f -i'
+zpty -w z "PS1='P> '; fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D; setopt nobeep"
+# expect LINE PATTERN: type LINE and a TAB, wait (10 s at most) for PATTERN.
+expect() {
+	local all="" chunk i
+	zpty -n -w z $'\x15'"$1"$'\t'
+	for i in {1..100}; do
+		while zpty -rt z chunk; do all+=$chunk; done
+		if [[ ${all//$'\r'/} == *${~2}* ]]; then print -r -- "OK $1"; return 0; fi
+		sleep 0.1
+	done
+	print -r -- "MISSING $2 after: $1"; print -r -- "${all//$'\r'/}"
+}
+expect 'qmd st' 'start*--*start a partition*status*stop'
+expect 'qmd completion ' 'bash*zsh'
+expect 'qmd incidents --fo' '--follow'
+expect 'qmd --log-level ' 'debug*error*info*warn'
+zpty -d z
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "zsh", "-f", "-c", driver, "zsh", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("zsh: %v\n%s", err, out)
+	}
+	if n := strings.Count(string(out), "OK "); n != 4 || strings.Contains(string(out), "MISSING") {
+		t.Errorf("zsh completion (%d of 4):\n%s", n, out)
+	}
+}
+
 // complete drives the bash function like bash does: COMP_WORDS holds the
 // words of the line (the last one being completed), then _qmd runs.
 func complete(t *testing.T, script string, env []string, words ...string) []string {
