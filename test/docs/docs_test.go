@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -328,7 +329,7 @@ func TestManDBusListsEveryMember(t *testing.T) {
 func TestManQmdListsEveryCommandAndExitCode(t *testing.T) {
 	doc := readRepoFile(t, manQmd)
 	cmds := section(t, doc, "## COMMANDS") + section(t, doc, "## CLIENT COMMANDS")
-	for _, c := range append([]string{"check-config", "version", "completion", "help"}, ctl.Commands()...) {
+	for _, c := range append(append([]string{"help"}, daemonCommands(t)...), ctl.Commands()...) {
 		if !regexp.MustCompile(`(?m)^\*\*` + regexp.QuoteMeta(c) + `\*\*`).MatchString(cmds) {
 			t.Errorf("command %q is not documented in %s (want a line starting with **%s**)", c, manQmd, c)
 		}
@@ -354,6 +355,27 @@ func TestManQmdListsEveryCommandAndExitCode(t *testing.T) {
 			t.Errorf("%s, section FILES, does not mention %s", manQmd, f)
 		}
 	}
+}
+
+// daemonCommands reads the verbs of the daemon-level usage text in
+// internal/cli (a source file: the package needs the Podman build tags).
+func daemonCommands(t *testing.T) []string {
+	t.Helper()
+	src := readRepoFile(t, "internal/cli/cli.go")
+	start := strings.Index(src, "const usage = `")
+	if start < 0 {
+		t.Fatal("internal/cli/cli.go: no usage constant")
+	}
+	text := src[start:]
+	text = text[:strings.Index(text[len("const usage = `"):], "`")+len("const usage = `")]
+	var out []string
+	for _, m := range regexp.MustCompile(`(?m)^(?:Usage:)?\s+qmd ([a-z][a-z0-9-]*(?:\|[a-z][a-z0-9-]*)*)`).FindAllStringSubmatch(text, -1) {
+		out = append(out, strings.Split(m[1], "|")...)
+	}
+	if !slices.Contains(out, "check-config") || !slices.Contains(out, "completion") {
+		t.Fatalf("daemon-level commands %q: usage text of internal/cli not understood", out)
+	}
+	return out
 }
 
 // ---- rendering
