@@ -100,7 +100,9 @@ func Run(ctx context.Context, opts Options) error {
 	// cannot keep up loses incidents for itself only, which is counted
 	// (Manager.IncidentsDropped) and logged at most once a minute.
 	rec := incident.NewRecorderWithOptions(store, incident.RecorderOptions{
-		OnError: func(err error) { log.Error("incident store write failed; incidents are kept in memory only", zap.Error(err)) },
+		OnError: func(err error) {
+			log.Error("incident store write failed; incidents are kept in memory only", zap.Error(err))
+		},
 		OnSubscriberDrop: func(d incident.SubscriberDrop) {
 			log.Warn("incident subscriber too slow; incidents dropped for it (the store keeps them)",
 				zap.String("subscriber", d.Name), zap.Uint64("dropped", d.New), zap.Uint64("dropped_total", d.Dropped),

@@ -108,4 +108,3 @@ func countLabelled(b *testing.B, pm *harness.Podman) int {
 	}
 	return len(strings.Fields(out))
 }
-
