@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -113,6 +114,12 @@ func Run(ctx context.Context, opts Options) error {
 	rec.SubscribeNamed("journal", 256, func(inc incident.Incident) {
 		log.Info(inc.Summary, logging.IncidentFields(inc)...)
 	})
+	if prev, err := checkUpgrade(filepath.Dir(cfg.Incidents.Path), Version); err != nil {
+		log.Warn("cannot tell whether qmd was upgraded", zap.Error(err))
+	} else if prev != "" {
+		rec.Record(incident.Incident{Type: incident.Upgrade, Summary: fmt.Sprintf("qmd upgraded from %s to %s", prev, Version),
+			Details: map[string]string{"from": prev, "to": Version}})
+	}
 
 	rt := podman.New(cfg.Podman.Socket, cfg.Podman.Timeout.Duration)
 	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch, PodmanTimeout: cfg.Podman.Timeout.Duration}

@@ -35,6 +35,7 @@ const (
 	PodmanSlow     Type = "podman-slow"      // a Podman call timed out (busy, not gone) and is retried; or answers again
 	StartFailed    Type = "start-failed"     // creating or starting the container failed; retried with backoff
 	PolicyReload   Type = "policy-reload"    // a reloaded configuration was applied to the running partition
+	Upgrade        Type = "upgrade"          // qmd started with another version than last time (a package upgrade)
 )
 
 // Incident is one recorded event. ID and Time are set by the store when

@@ -28,6 +28,7 @@ var messageIDs = map[incident.Type]string{
 	incident.PodmanSlow:     "bc58ae88a5034f7eb224ef1cdf275b1f",
 	incident.StartFailed:    "dd77e644d9db4f9e82a3da3cbab271b9",
 	incident.PolicyReload:   "850e317eb4784c4da3f944ee37a4638c",
+	incident.Upgrade:        "c5648e9bbf514cffb725af2a5a0d6625",
 }
 
 // types lists the incident types in declaration order.
@@ -52,6 +53,7 @@ var types = []incident.Type{
 	incident.PodmanSlow,
 	incident.StartFailed,
 	incident.PolicyReload,
+	incident.Upgrade,
 }
 
 // MessageID returns the fixed journal MESSAGE_ID (32 lower-case hex
