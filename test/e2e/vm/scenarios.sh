@@ -652,6 +652,8 @@ load_up() { load_alive && [ "$(num "$(load_cg memory.current)")" -ge $(( LOAD_VM
 load_state() {
 	echo "$LOAD_UNIT $(svc "$LOAD_UNIT" ActiveState)/$(svc "$LOAD_UNIT" SubState) Result $(svc "$LOAD_UNIT" Result), tasks $(svc "$LOAD_UNIT" TasksCurrent), memory.current $(( $(num "$(load_cg memory.current)") >> 20 )) MiB, memory.peak $(( $(num "$(load_cg memory.peak)") >> 20 )) MiB, $(load_cg memory.events | awk '$1 == "oom_kill" { print "oom_kill " $2 }')"
 }
+# cpu_ticks: idle+iowait ticks and all ticks of the VM's CPUs so far.
+cpu_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t }' /proc/stat; }
 stop_load() {
 	systemctl stop "$LOAD_UNIT" >/dev/null 2>&1 || true
 }
@@ -666,7 +668,7 @@ stop_load() {
 # the end whatever happens.
 s10() {
 	need_qmd
-	local reps=${E2E_CRASH_REPS:-3} since t qpid0 qnr0 wd_s cpu0 cpu1 t_load el r
+	local reps=${E2E_CRASH_REPS:-3} since t qpid0 qnr0 wd_s cpu0 cpu1 ticks0 t_load el r
 	wd_s=$(watchdog_secs)
 	[ "$wd_s" -gt 0 ] || fail "qmd.service has no WatchdogSec (WatchdogUSec=$(svc qmd.service WatchdogUSec))"
 	since=$(date +%s)
@@ -683,6 +685,7 @@ s10() {
 	t_load=$(now_ns)
 	(wait_for 60 "the host load up" load_up) || fail "the host load did not come up within 60s: $(load_state)"
 	cpu0=$(num "$(svc "$LOAD_UNIT" CPUUsageNSec)")
+	ticks0=$(cpu_ticks)
 	info "host load up: $(load_state); loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 
 	t=$(now_ns)
@@ -705,7 +708,7 @@ s10() {
 	# The load was there all along, and real.
 	cpu1=$(num "$(svc "$LOAD_UNIT" CPUUsageNSec)")
 	el=$(( $(now_ns) - t_load ))
-	r="host load: $(load_state); CPU $(awk -v c=$(( cpu1 - cpu0 )) -v e="$el" 'BEGIN { printf "%.2f", c / e }') of 2 vCPUs over $(secs "$el")s; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+	r="host load: $(load_state); CPU $(awk -v c=$(( cpu1 - cpu0 )) -v e="$el" 'BEGIN { printf "%.2f", c / e }') of 2 vCPUs over $(secs "$el")s; VM CPUs idle $(echo "$ticks0 $(cpu_ticks)" | awk '{ printf "%.0f", 100 * ($3 - $1) / ($4 - $2) }') %; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 	info "$r"
 	load_alive || check_later "the host load did not last the whole scenario: $r"
 	[ "$(num "$(load_cg memory.peak)")" -ge $(( LOAD_VM_KIB * 1024 / 2 )) ] ||
