@@ -18,7 +18,9 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/containers/qmd/internal/completion"
+	"github.com/containers/qmd/internal/ctl"
 	"github.com/containers/qmd/internal/daemon"
+	"github.com/containers/qmd/internal/inspect/podmanapi"
 	"github.com/containers/qmd/internal/quadlet"
 	"github.com/containers/qmd/pkg/policy"
 )
@@ -49,6 +51,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return completion.Main(args[1:], fmt.Sprintf(usage, ""), stdout, stderr)
 		case "import-quadlet":
 			return quadlet.Main(args[1:], stdout, stderr)
+		case "show", "exec": // client commands that also use the Podman API
+			ctl.SetPodman(podmanapi.Client{})
+			return runClient(args, stdout, stderr)
 		}
 		if isClientCommand(args[0]) {
 			return runClient(args, stdout, stderr)

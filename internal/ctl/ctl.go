@@ -49,6 +49,9 @@ type command struct {
 	flags    []flagSpec
 	run      func(ctx context.Context, inv *invocation) error
 	partArgs int // how many leading positionals are partition names to validate
+	// rest: once more than this many positionals were seen, every further
+	// argument is a positional, dashes and all (exec's CMD [ARG...]).
+	rest int
 }
 
 // invocation is a parsed command line.
@@ -112,6 +115,7 @@ func init() {
 		details: "VALUE is an integer in 0..1000 (qmd rejects negative values: the QM partition must stay\n" +
 			"a preferred OOM victim).",
 		flags: []flagSpec{flagRuntime, flagAddress, flagHelp}, run: runSetOOMScoreAdjust})
+	commands = append(commands, inspectCommands()...) // show, exec (inspect.go)
 }
 
 // Commands lists the subcommand names Run handles.
@@ -220,6 +224,10 @@ func parse(c *command, args []string) (*invocation, error) {
 		a := args[i]
 		if a == "--" {
 			inv.args = append(inv.args, args[i+1:]...)
+			break
+		}
+		if c.rest > 0 && len(inv.args) > c.rest {
+			inv.args = append(inv.args, args[i:]...)
 			break
 		}
 		if len(a) < 2 || a[0] != '-' || isNumber(a) {
