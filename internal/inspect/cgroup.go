@@ -595,11 +595,25 @@ func perr(file string, line int, format string, a ...any) error {
 	return &cgroups.ParseError{File: file, Line: line, Problem: fmt.Sprintf(format, a...)}
 }
 
+// sortedKeys returns the MAJ:MIN keys of m in numeric order.
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
 	}
-	sort.Strings(out)
+	num := func(k string) (uint64, uint64) {
+		maj, min, _ := strings.Cut(k, ":")
+		a, _ := strconv.ParseUint(maj, 10, 32)
+		b, _ := strconv.ParseUint(min, 10, 32)
+		return a, b
+	}
+	sort.Slice(out, func(i, j int) bool {
+		ai, bi := num(out[i])
+		aj, bj := num(out[j])
+		if ai != aj {
+			return ai < aj
+		}
+		return bi < bj
+	})
 	return out
 }

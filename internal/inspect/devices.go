@@ -142,7 +142,7 @@ func checkDevice(rootFD int, s DeviceSpec) ConfiguredDevice {
 	fd, err := openInRoot(rootFD, c.PathInPartition, unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			c.Problem = "missing in the partition"
+			c.Problem = "no such file in the partition"
 		} else {
 			c.Problem = "cannot look it up in the partition: " + err.Error()
 		}
