@@ -430,6 +430,47 @@ func (c *Cgroup) MemoryStat() (map[string]uint64, error) {
 	return c.readKeyed("memory", "memory.stat")
 }
 
+// MemoryWorkingSet estimates what the cgroup needs to make progress: its
+// usage minus the inactive page cache (inactive_file on v2,
+// total_inactive_file on v1), the part reclaim takes first and cheaply.
+// It is the figure the kubelet evicts on. It also returns the usage.
+func (c *Cgroup) MemoryWorkingSet() (ws, usage uint64, err error) {
+	usage, err = c.MemoryCurrent()
+	if err != nil {
+		return 0, 0, err
+	}
+	st, err := c.MemoryStat()
+	if err != nil {
+		return 0, usage, err
+	}
+	key := "inactive_file"
+	if c.h.Version == V1 {
+		key = "total_inactive_file"
+	}
+	inactive, ok := st[key]
+	if !ok {
+		return 0, usage, perr(c.file("memory", "memory.stat"), 0, "no %s", key)
+	}
+	if inactive > usage {
+		return 0, usage, nil
+	}
+	return usage - inactive, usage, nil
+}
+
+// Pressure reads the cgroup's PSI file of resource ("memory", "cpu",
+// "io"): <resource>.pressure, cgroup v2 only. A missing file (v1, or a
+// kernel without PSI) wraps ErrUnsupported.
+func (c *Cgroup) Pressure(resource string) (PSI, error) {
+	if c.h.Version == V1 {
+		return PSI{}, unsupportedV1(resource + ".pressure")
+	}
+	p, err := ReadPSI(c.file(resource, resource+".pressure"))
+	if errors.Is(err, fs.ErrNotExist) && c.Exists() {
+		return PSI{}, fmt.Errorf("%s.pressure: %w", resource, ErrUnsupported)
+	}
+	return p, err
+}
+
 // MemoryEvents are the memory event counters. On v1 only OOMKill (from
 // memory.oom_control, where the kernel has it) is filled.
 type MemoryEvents struct {

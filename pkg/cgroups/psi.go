@@ -109,11 +109,23 @@ func NewPSITrigger(spec PSITriggerSpec) (*PSITrigger, error) {
 	} else if err != nil {
 		return nil, err
 	}
+	return startPSITrigger(reg, fd)
+}
+
+// startPSITrigger runs the poll loop on a registered trigger fd (which it
+// owns from then on).
+func startPSITrigger(reg PSIRegistration, fd int) (*PSITrigger, error) {
 	n, err := newNotifier()
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
+	// A pressure file that is unlinked (a fake tree's file removed; on
+	// cgroupfs the removal shows as POLLERR instead) changes its link
+	// count: inotify says IN_ATTRIB. Without the watch a removed file
+	// would only be noticed by a poll error, which regular files never
+	// report. Failing to add it is harmless.
+	_, _ = n.add(reg.Spec.Path, unix.IN_ATTRIB|unix.IN_DELETE_SELF|unix.IN_MOVE_SELF)
 	t := &PSITrigger{reg: reg, fd: fd, n: n, ch: make(chan time.Time, 1), stop: make(chan struct{}), done: make(chan struct{}), now: time.Now}
 	go t.loop()
 	return t, nil
@@ -147,20 +159,18 @@ func (t *PSITrigger) C() <-chan time.Time { return t.ch }
 func (t *PSITrigger) Done() <-chan struct{} { return t.done }
 
 // Err says why the trigger ended (after Done): nil after Close, an error
-// wrapping ErrGone on POLLERR (the cgroup was removed).
+// wrapping ErrGone when the file went away: POLLERR or POLLHUP on the fd
+// (the cgroup was removed; a restarted unit's cgroup is a new file even
+// when it has the same path) or the file was unlinked. The kernel never
+// fires an ended trigger again: C is closed, and a new trigger must be
+// registered (NewPSITrigger) on the file that replaced it.
 func (t *PSITrigger) Err() error {
 	<-t.done
 	return t.err
 }
 
 // Read returns the current content of the pressure file.
-func (t *PSITrigger) Read() (PSI, error) {
-	b, err := os.ReadFile(t.reg.Spec.Path)
-	if err != nil {
-		return PSI{}, err
-	}
-	return ParsePSI(filepath.Base(t.reg.Spec.Path), b)
-}
+func (t *PSITrigger) Read() (PSI, error) { return ReadPSI(t.reg.Spec.Path) }
 
 // Close unregisters the trigger (closing the fd) and waits for the loop.
 func (t *PSITrigger) Close() error {
@@ -191,8 +201,15 @@ func (t *PSITrigger) loop() {
 		default:
 		}
 		re := res.extra[0]
-		if re&(unix.POLLERR|unix.POLLNVAL) != 0 {
-			t.err = fmt.Errorf("psi trigger %s: %w", t.reg.Spec.Path, ErrGone)
+		// POLLERR (kernfs: the cgroup was removed, or the trigger was
+		// destroyed), POLLHUP and POLLNVAL are permanent: poll would
+		// return at once forever. End the trigger instead of spinning.
+		if re&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
+			t.err = fmt.Errorf("psi trigger %s: poll revents %#x: %w", t.reg.Spec.Path, uint16(re), ErrGone)
+			return
+		}
+		if len(res.inotify) > 0 && t.unlinked() {
+			t.err = fmt.Errorf("psi trigger %s: file removed: %w", t.reg.Spec.Path, ErrGone)
 			return
 		}
 		if re&unix.POLLPRI != 0 {
@@ -202,4 +219,36 @@ func (t *PSITrigger) loop() {
 			}
 		}
 	}
+}
+
+// unlinked reports whether the trigger's file has no name any more (or
+// its path now names another file).
+func (t *PSITrigger) unlinked() bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(t.fd, &st); err != nil || st.Nlink == 0 {
+		return true
+	}
+	var cur unix.Stat_t
+	if err := unix.Stat(t.reg.Spec.Path, &cur); err != nil {
+		return errors.Is(err, unix.ENOENT)
+	}
+	return cur.Ino != st.Ino || cur.Dev != st.Dev
+}
+
+// ReadPSI reads and parses a pressure file.
+func ReadPSI(path string) (PSI, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return PSI{}, err
+	}
+	return ParsePSI(filepath.Base(path), b)
+}
+
+// Total is the total stall time (microseconds) of the kind's line; false
+// when the file has no such line (full in an old /proc/pressure/cpu).
+func (p PSI) Total(kind PSIKind) (uint64, bool) {
+	if kind == PSIFull {
+		return p.Full.Total, p.HasFull
+	}
+	return p.Some.Total, true
 }

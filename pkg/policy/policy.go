@@ -5,10 +5,13 @@
 //
 //	OOM kill inside the partition  -> incident naming the victim, NOOMKills
 //	host / ASIL memory pressure    -> memory.high lowered stepwise, restored with hysteresis
-//	partition stalled (full PSI)   -> freeze then restart, or restart
+//	partition stalled (full PSI)   -> restart (the supervisor kills the cgroup)
 //	ASIL CPU pressure              -> cpu.max quota on the partition, lifted later
 //	pids.max reached (fork bomb)   -> incident; restart after N in a window
 //
+// Every PSI trigger wake-up is confirmed against the pressure file's totals
+// before anything is done; a trigger whose cgroup went away stops firing
+// and is re-armed with backoff.
 // The supervisor makes one Controller per start of the partition's init
 // (supervisor.ResourceFactory) and cancels it when the init is gone.
 package policy
@@ -20,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -96,6 +100,14 @@ type Controller struct {
 	cpuLimit bool
 	forks    []time.Time
 	stalls   []time.Time // consecutive full-pressure windows
+
+	wakeups  atomic.Uint64 // PSI trigger wake-ups (firings) handled
+	spurious atomic.Uint64 // of which the pressure totals did not confirm
+
+	// Seams for tests; New sets the real ones.
+	openTrigger func(cgroups.PSITriggerSpec) (psiSource, error)
+	readPSI     func(path string) (cgroups.PSI, error)
+	rearmMin    time.Duration
 }
 
 var _ supervisor.Resources = (*Controller)(nil)
@@ -127,8 +139,9 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 	}
 	c := &Controller{
 		h: h, cfg: *p, pid: pid, cg: cg, hooks: hooks,
-		setter: cgroups.ChooseSetter(cg, h.Systemd, h.Booted),
-		log:    h.Log.With(zap.String("partition", p.Name)),
+		setter:      cgroups.ChooseSetter(cg, h.Systemd, h.Booted),
+		log:         h.Log.With(zap.String("partition", p.Name)),
+		openTrigger: openPSITrigger, readPSI: cgroups.ReadPSI, rearmMin: defaultRearmMin,
 	}
 	step, floor := p.Pressure.Step.Resolve(h.MemTotal), p.Pressure.Floor.Resolve(h.MemTotal)
 	c.thr = newThrottle(c.configuredHigh(), step, floor, p.Pressure.RestoreAfter.Duration)

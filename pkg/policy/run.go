@@ -18,7 +18,8 @@ import (
 
 // Run watches the partition until ctx ends or its cgroup goes away. It
 // sleeps in the kernel between notifications: the only timers are the oom
-// resync tick and, while throttled, the restore timer.
+// resync tick, while throttled the restore timer, and while a pressure
+// trigger is down its re-arm timer.
 func (c *Controller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -38,57 +39,64 @@ func (c *Controller) Run(ctx context.Context) error {
 		_ = c.audit.Run(ctx, oom.RunOptions{Resync: c.h.Resync, Report: c.reportAudit})
 	}()
 
-	hostP := c.trigger(c.cfg.Pressure.HostMemory, c.h.HostPressure, cgroups.PSISome, c.cfg.Pressure.Threshold.Duration)
-	defer hostP.close()
-	var asilMem, asilCPU []*trig
-	for _, pr := range c.h.Protected {
-		if !pr.WatchPressure {
-			continue
-		}
-		dir := c.h.Hier.Root + oom.Protected{Unit: pr.Unit, Cgroup: pr.Cgroup}.Path()
-		asilMem = append(asilMem, c.trigger(true, filepath.Join(dir, "memory.pressure"), cgroups.PSISome, c.cfg.Pressure.Threshold.Duration))
-		asilCPU = append(asilCPU, c.trigger(true, filepath.Join(dir, "cpu.pressure"), cgroups.PSISome, c.cfg.Pressure.CPUThreshold.Duration))
-	}
-	defer closeAll(asilMem)
-	defer closeAll(asilCPU)
-	var stall *trig
-	if c.cg.Version() == cgroups.V2 && c.cfg.Pressure.StallAction != "none" {
-		stall = c.trigger(true, filepath.Join(c.cg.Dir("memory"), "memory.pressure"), cgroups.PSIFull, c.cfg.Pressure.StallThreshold.Duration)
-		defer stall.close()
-	}
-	memPressure := merge(ctx, append([]*trig{hostP}, asilMem...))
-	cpuPressure := merge(ctx, asilCPU)
+	trigs := c.startTriggers(ctx, time.Now())
+	defer trigs.close()
+	defer cancel() // before trigs.close: the forwarders end with ctx
 
 	restore := time.NewTimer(time.Hour)
 	restore.Stop()
 	defer restore.Stop()
+	rearm := time.NewTimer(time.Hour)
+	rearm.Stop()
+	defer rearm.Stop()
+	scheduleRearm := func(now time.Time) {
+		rearm.Stop()
+		if at, ok := trigs.nextRetry(); ok {
+			rearm.Reset(max(at.Sub(now), 0))
+		}
+	}
+	scheduleRearm(time.Now())
 	// cgroup v1 pids.events counts without notifying: re-read the
 	// counters on the resync tick (the only periodic wakeup).
-	every := c.h.Resync
-	if every <= 0 {
-		every = oom.DefaultResync
-	}
-	resync := time.NewTicker(every)
+	resync := time.NewTicker(c.resyncEvery())
 	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-resync.C:
+		case now := <-resync.C:
 			w.Resync()
+			trigs.sampleAll(now)
 		case ev, ok := <-w.Events():
 			if !ok {
 				return w.Err()
 			}
 			c.handleCgroupEvent(ev, km)
-		case now := <-memPressure:
-			c.onMemoryPressure(now)
-			restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
-		case now := <-cpuPressure:
-			c.onCPUPressure(now)
-			restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
-		case now := <-stall.c():
-			c.onStall(ctx, now)
+		case ev := <-trigs.ev:
+			if ev.gen != ev.t.gen || ev.t.src == nil {
+				continue // an earlier arm of a re-armed trigger
+			}
+			if ev.gone {
+				trigs.gone(ev.t, time.Now())
+				scheduleRearm(time.Now())
+				continue
+			}
+			if !c.confirmed(trigs, ev) {
+				continue
+			}
+			switch ev.t.kind {
+			case trigHostMemory, trigASILMemory:
+				c.onMemoryPressure(ev.at)
+				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
+			case trigASILCPU:
+				c.onCPUPressure(ev.at)
+				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
+			case trigStall:
+				c.onStall(ctx, ev.at)
+			}
+		case now := <-rearm.C:
+			trigs.rearm(now)
+			scheduleRearm(now)
 		case now := <-restore.C:
 			if c.onQuiet(now) {
 				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
@@ -96,6 +104,64 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 }
+
+func (c *Controller) resyncEvery() time.Duration {
+	if c.h.Resync > 0 {
+		return c.h.Resync
+	}
+	return oom.DefaultResync
+}
+
+// startTriggers registers the PSI triggers the configuration asks for.
+func (c *Controller) startTriggers(ctx context.Context, now time.Time) *trigSet {
+	s := newTrigSet(ctx, c)
+	pr := c.cfg.Pressure
+	if pr.HostMemory && c.h.HostPressure != "" {
+		s.add(now, "host memory", trigHostMemory, c.h.HostPressure, cgroups.PSISome, pr.Threshold.Duration)
+	}
+	for _, p := range c.h.Protected {
+		if !p.WatchPressure {
+			continue
+		}
+		prot := oom.Protected{Unit: p.Unit, Cgroup: p.Cgroup}
+		dir := c.h.Hier.Root + prot.Path()
+		s.add(now, "ASIL memory "+prot.Path(), trigASILMemory, filepath.Join(dir, "memory.pressure"), cgroups.PSISome, pr.Threshold.Duration)
+		s.add(now, "ASIL cpu "+prot.Path(), trigASILCPU, filepath.Join(dir, "cpu.pressure"), cgroups.PSISome, pr.CPUThreshold.Duration)
+	}
+	if c.cg.Version() == cgroups.V2 && pr.StallAction != "none" {
+		s.add(now, "partition stall", trigStall, filepath.Join(c.cg.Dir("memory"), "memory.pressure"), cgroups.PSIFull, pr.StallThreshold.Duration)
+	}
+	return s
+}
+
+// confirmed checks a trigger's firing against its pressure file's total.
+// An unconfirmed (spurious) wake-up is counted and logged at debug level:
+// nothing else happens, not even a reset of the restore timer.
+func (c *Controller) confirmed(s *trigSet, ev trigEvent) bool {
+	t := ev.t
+	t.fired++
+	c.wakeups.Add(1)
+	total, err := s.read(t)
+	var growth uint64
+	ok := false
+	if err == nil {
+		growth, ok = t.confirm(ev.at, total)
+	}
+	if ok {
+		return true
+	}
+	t.spurious++
+	c.spurious.Add(1)
+	c.log.Debug("spurious pressure trigger wake-up: the stall total did not grow by the threshold",
+		zap.String("trigger", t.name), zap.Uint64("growth_us", growth),
+		zap.Duration("threshold", t.reg.Threshold), zap.Duration("window", t.reg.Window),
+		zap.Uint64("spurious", t.spurious), zap.Uint64("fired", t.fired), zap.Error(err))
+	return false
+}
+
+// SpuriousWakeups is how many PSI trigger wake-ups the pressure totals did
+// not confirm (and qmd therefore ignored) since the controller started.
+func (c *Controller) SpuriousWakeups() uint64 { return c.spurious.Load() }
 
 func (c *Controller) reportAudit(rs []oom.Repair, err error) {
 	if err != nil {
