@@ -8,6 +8,8 @@
 //	qmd start|stop|restart|freeze|thaw|reset-failed PARTITION
 //	qmd set-memory-high|set-memory-max PARTITION SIZE [--runtime]
 //	qmd set-oom-score-adjust PARTITION VALUE [--runtime]
+//	qmd show PARTITION [TOPIC]        read from the host (inspect.go): resources, devices, namespaces, sockets
+//	qmd exec PARTITION CMD [ARG...]   run CMD in the partition through the Podman API (SetPodman)
 //
 // Output is for humans by default; the read commands (status, list,
 // incidents) take --json for scripts: stable lower_snake_case keys, memory

@@ -71,6 +71,20 @@ func TestExecAndShow(t *testing.T) {
 		t.Errorf("exec --json: exit %d, %+v", code, ej)
 	}
 
+	// -t: a terminal in the partition, when qmd's stdin is one (script(1) gives it a pty).
+	if script, err := exec.LookPath("script"); err == nil {
+		cmd := exec.Command(script, "-qec", harness.QMDBinary(t)+" exec -t "+sock+" qm sh -c 'tty; exit 7'", "/dev/null")
+		cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+e.bus.Addr)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != 7 || !strings.Contains(string(out), "/dev/pts/") {
+			t.Errorf("exec -t under a pty: exit %d (want 7), output %q (want a /dev/pts/ terminal)", code, out)
+		}
+	}
+
 	// A socket in the partition: syslogd binds /dev/log (a datagram socket).
 	if _, _, code := e.qmdRun(t, "", "exec", sock, "qm", "sh", "-c",
 		"syslogd -n -O /tmp/messages </dev/null >/dev/null 2>&1 & i=0; while [ ! -S /dev/log ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; [ -S /dev/log ]"); code != 0 {
