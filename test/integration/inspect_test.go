@@ -71,6 +71,24 @@ func TestExecAndShow(t *testing.T) {
 		t.Errorf("exec --json: exit %d, %+v", code, ej)
 	}
 
+	// stdin that stays open does not hold the command: it ends when the command does.
+	{
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(harness.QMDBinary(t), "exec", sock, "qm", "echo", "done")
+		cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+e.bus.Addr)
+		cmd.Stdin = r
+		start := time.Now()
+		out, err := cmd.Output()
+		r.Close()
+		w.Close()
+		if err != nil || string(out) != "done\n" || time.Since(start) > 10*time.Second {
+			t.Errorf("exec with an open stdin: %v, %q after %s", err, out, time.Since(start))
+		}
+	}
+
 	// -t: a terminal in the partition, when qmd's stdin is one (script(1) gives it a pty).
 	if script, err := exec.LookPath("script"); err == nil {
 		cmd := exec.Command(script, "-qec", harness.QMDBinary(t)+" exec -t "+sock+" qm sh -c 'tty; exit 7'", "/dev/null")
@@ -90,6 +108,10 @@ func TestExecAndShow(t *testing.T) {
 		"syslogd -n -O /tmp/messages </dev/null >/dev/null 2>&1 & i=0; while [ ! -S /dev/log ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; [ -S /dev/log ]"); code != 0 {
 		t.Fatalf("syslogd in the partition did not bind /dev/log: exit %d", code)
 	}
+
+	// Podman removes ended exec sessions itself: 4.8+ on ExecRemove, older services
+	// after exit_command_delay (5 min), as Docker does.
+	t.Logf("exec sessions Podman still holds: %s", e.pm.Inspect("qm", "{{len .ExecIDs}}"))
 
 	// show --json: the init's namespaces and the cgroup's pids.current.
 	out, _, code = e.qmdRun(t, "", "show", "qm", "--json", sock)

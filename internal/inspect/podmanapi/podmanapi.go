@@ -65,6 +65,9 @@ func (c Client) connect(ctx context.Context, uri string) (context.Context, error
 		// (NewConnection's retries sleep first).
 		d := net.Dialer{Timeout: c.timeout()}
 		nc, err := d.DialContext(ctx, "unix", p)
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("%w at %s: permission denied (the Podman socket needs root)", inspect.ErrPodmanUnavailable, uri)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w at %s: %v", inspect.ErrPodmanUnavailable, uri, err)
 		}
