@@ -4,9 +4,13 @@
 // the kernel (pkg/cgroups notifications and PSI triggers):
 //
 //	OOM kill inside the partition  -> incident naming the victim, NOOMKills
-//	host / ASIL memory pressure    -> memory.high lowered stepwise, restored with hysteresis
-//	partition stalled (full PSI)   -> restart (the supervisor kills the cgroup)
-//	ASIL CPU pressure              -> cpu.max quota on the partition, lifted later
+//	host / ASIL memory pressure    -> memory.high lowered stepwise, never below the
+//	                                  partition's working set, restored with hysteresis
+//	partition stalled (full PSI)   -> under qmd's throttle: memory.high one step up;
+//	                                  else the offender (largest oom_score) killed;
+//	                                  restart only when that does not help
+//	ASIL CPU pressure              -> cpu.max quota on the partition, back to the
+//	                                  configured cpu.quota later
 //	pids.max reached (fork bomb)   -> incident; restart after N in a window
 //
 // Every PSI trigger wake-up is confirmed against the pressure file's totals
@@ -95,11 +99,14 @@ type Controller struct {
 	log    *zap.Logger
 	audit  *oom.Auditor
 
-	mu       sync.Mutex
-	thr      *throttle
-	cpuLimit bool
-	forks    []time.Time
-	stalls   []time.Time // consecutive full-pressure windows
+	mu        sync.Mutex
+	thr       *throttle
+	cpuLimit  bool
+	forks     []time.Time
+	stalls    []time.Time // consecutive full-pressure windows
+	lastStall time.Time   // the last full-pressure window
+	kills     []time.Time // offenders killed during the current stall
+	selfFull  sample      // the partition's own full memory stall total at the last throttle step
 
 	wakeups  atomic.Uint64 // PSI trigger wake-ups (firings) handled
 	spurious atomic.Uint64 // of which the pressure totals did not confirm
@@ -107,6 +114,7 @@ type Controller struct {
 	// Seams for tests; New sets the real ones.
 	openTrigger func(cgroups.PSITriggerSpec) (psiSource, error)
 	readPSI     func(path string) (cgroups.PSI, error)
+	kill        func(pid int, cgroup string) error // SIGKILL a partition process
 	rearmMin    time.Duration
 }
 
@@ -143,8 +151,10 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 		log:         h.Log.With(zap.String("partition", p.Name)),
 		openTrigger: openPSITrigger, readPSI: cgroups.ReadPSI, rearmMin: defaultRearmMin,
 	}
+	c.kill = c.killProcess
 	step, floor := p.Pressure.Step.Resolve(h.MemTotal), p.Pressure.Floor.Resolve(h.MemTotal)
 	c.thr = newThrottle(c.configuredHigh(), step, floor, p.Pressure.RestoreAfter.Duration)
+	c.thr.minInterval = p.Pressure.Window.Duration
 	pol := oom.DefaultPolicy()
 	pol.PartitionScore, pol.NestedScore = p.OOMScoreAdj, p.NestedOOMScoreAdj
 	for _, pr := range h.Protected {
@@ -232,6 +242,9 @@ func (c *Controller) applyLimits() {
 		}
 	} else if n, err := strconv.ParseUint(w, 10, 64); err == nil {
 		try("cpu.weight", c.setter.SetCPUWeight(ctx, n))
+	}
+	if c.cfg.CPU.Quota != "" {
+		try("cpu.max", c.setter.SetCPUMax(ctx, c.staticCPUMax()))
 	}
 	if count, err := c.cfg.Pids.Limit(c.h.PidMax); err == nil && count > 0 {
 		try("pids.max", c.setter.SetPidsMax(ctx, count))

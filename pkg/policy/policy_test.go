@@ -368,7 +368,10 @@ func TestSystemdModeUsesTheScope(t *testing.T) {
 }
 
 // A single full-pressure window is no stall: qmd acts only when it lasts
-// stallWindows consecutive windows, and never when the init is gone.
+// stallWindows consecutive windows. Here the partition has no process but
+// its init (fake /proc without oom_score), so the ladder ends in a restart;
+// with the init gone, a restart is asked without a stall incident (the
+// supervisor's exit path knows better).
 func TestStallNeedsSustainedPressure(t *testing.T) {
 	h, _ := fakeHost(t)
 	r := newRecorder()
@@ -396,6 +399,9 @@ func TestStallNeedsSustainedPressure(t *testing.T) {
 		t.Errorf("restarts %v", r.restarts)
 	}
 	r.mu.Unlock()
+	if inc := r.All()[len(r.All())-1]; inc.Details["action"] != "restart" {
+		t.Errorf("incident %+v, want the restart rung (no offender)", inc)
+	}
 	c.pid = 1 << 30 // gone
 	for i := 0; i < 3; i++ {
 		c.onStall(context.Background(), t0.Add(time.Duration(10+i)*time.Second))
@@ -403,4 +409,9 @@ func TestStallNeedsSustainedPressure(t *testing.T) {
 	if r.Count(incident.Stall) != 1 {
 		t.Error("a partition whose init is gone was reported stalled")
 	}
+	r.mu.Lock()
+	if len(r.restarts) != 2 {
+		t.Errorf("restarts %v, want one more for the init gone", r.restarts)
+	}
+	r.mu.Unlock()
 }

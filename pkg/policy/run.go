@@ -2,14 +2,18 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/oom"
@@ -245,17 +249,31 @@ func (c *Controller) onForkBomb(ev cgroups.Event) {
 }
 
 func (c *Controller) onMemoryPressure(now time.Time) {
-	usage, _ := c.cg.MemoryCurrent()
+	need, usage, err := c.cg.MemoryWorkingSet()
+	if err != nil {
+		// No memory.stat: the throttle falls back to half the usage at
+		// the start of the episode.
+		need = 0
+		if usage == 0 {
+			usage, _ = c.cg.MemoryCurrent()
+		}
+	}
+	self := c.selfStalling(now)
 	// The lock is held across the write: an operator's SetMemoryHigh in
 	// between must not be followed by a value computed from the old ceiling.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.thr.current
-	next, changed := c.thr.pressure(now, usage)
+	next, changed, held := c.thr.pressure(now, usage, need, self)
 	if !changed {
+		if held != "" {
+			c.log.Debug("memory pressure: memory.high held", zap.String("reason", held), zap.Uint64("memory_high", old),
+				zap.Uint64("working_set", need), zap.Uint64("usage", usage))
+		}
 		return
 	}
-	c.log.Info("memory pressure: lowering memory.high", zap.Uint64("from", old), zap.Uint64("to", next))
+	c.log.Info("memory pressure: lowering memory.high", zap.Uint64("from", old), zap.Uint64("to", next),
+		zap.Uint64("working_set", need), zap.Uint64("usage", usage))
 	if !c.h.DryRun {
 		if err := c.writeHigh(next); err != nil {
 			c.log.Warn("throttle failed", zap.Error(err))
@@ -264,7 +282,46 @@ func (c *Controller) onMemoryPressure(now time.Time) {
 		c.hooks.Condition(supervisor.Throttled, true, "host memory pressure")
 	}
 	c.record(incident.Throttle, fmt.Sprintf("memory pressure on the host: memory.high lowered to %s", human(next)),
-		map[string]string{"memory_high": strconv.FormatUint(next, 10), "memory_current": strconv.FormatUint(usage, 10)})
+		map[string]string{"memory_high": strconv.FormatUint(next, 10), "memory_current": strconv.FormatUint(usage, 10),
+			"working_set": strconv.FormatUint(need, 10)})
+}
+
+// selfStallPercent: the partition's own "full" memory stall, as a share
+// of the wall time since the previous throttle decision, from which it is
+// taken to be made by the throttle. "full" means every task of the
+// partition waits for memory at once. A reclaim pass over page cache costs
+// milliseconds per second, far below 10 %; the stall reaction looks for
+// 80 % (stall_threshold 800ms per 1s window): the throttle stops stepping
+// down long before it could produce what that reaction acts on.
+const selfStallPercent = 10
+
+// selfStalling reports whether the partition's own full memory pressure is
+// rising (cgroup v2; v1 has no per-cgroup PSI, and its soft limit, which
+// stands in for memory.high there, only targets reclaim and never stalls
+// by itself). The growth since the previous decision is used when that is
+// at most three PSI windows old, else the file's avg10.
+func (c *Controller) selfStalling(now time.Time) bool {
+	if c.cg.Version() != cgroups.V2 {
+		return false
+	}
+	p, err := c.readPSI(filepath.Join(c.cg.Dir("memory"), "memory.pressure"))
+	if err != nil {
+		return false
+	}
+	total, ok := p.Total(cgroups.PSIFull)
+	if !ok {
+		return false
+	}
+	c.mu.Lock()
+	prev := c.selfFull
+	c.selfFull = sample{at: now, total: total}
+	c.mu.Unlock()
+	el := now.Sub(prev.at)
+	win := max(c.cfg.Pressure.Window.Duration, cgroups.UnprivilegedPSIWindow)
+	if prev.at.IsZero() || el <= 0 || el > 3*win || total < prev.total {
+		return p.Full.Avg10 >= selfStallPercent
+	}
+	return (total-prev.total)*100 >= uint64(el.Microseconds())*selfStallPercent
 }
 
 // writeHigh sets memory.high; cgroup v1 has none, so the soft limit (the
@@ -278,7 +335,43 @@ func (c *Controller) writeHigh(v uint64) error {
 	return c.setter.SetMemoryHigh(ctx, v)
 }
 
+const cpuPeriod = 100000 // µs, cpu.max's default period
+
+// staticCPUMax is the configured cpu.quota as cpu.max ("max" without one):
+// what the partition has when no ASIL CPU pressure is being answered.
+func (c *Controller) staticCPUMax() cgroups.CPUMax {
+	m := cgroups.CPUMax{Quota: cgroups.Max, Period: cpuPeriod}
+	if q := c.cfg.CPU.Quota; q != "" {
+		if f, err := config.ParseCPUQuota(q); err == nil {
+			m.Quota = uint64(f * cpuPeriod)
+		}
+	}
+	return m
+}
+
+// pressureCPUMax is the quota under ASIL CPU pressure: pressure.cpu_quota
+// (default 50 %), never above the configured static quota.
+func (c *Controller) pressureCPUMax() cgroups.CPUMax {
+	frac := 0.5
+	if q := c.cfg.Pressure.CPUQuota; q != "" {
+		if f, err := parsePercent(q); err == nil {
+			frac = f
+		}
+	}
+	m := cgroups.CPUMax{Period: cpuPeriod, Quota: uint64(frac * cpuPeriod)}
+	if st := c.staticCPUMax(); st.Quota < m.Quota {
+		m.Quota = st.Quota
+	}
+	return m
+}
+
 func (c *Controller) onCPUPressure(now time.Time) {
+	m, st := c.pressureCPUMax(), c.staticCPUMax()
+	if m.Quota >= st.Quota {
+		c.log.Debug("ASIL CPU pressure: the configured cpu.quota is already as low as the pressure quota",
+			zap.String("cpu_max", st.String()))
+		return
+	}
 	c.mu.Lock()
 	already := c.cpuLimit
 	c.cpuLimit = true
@@ -286,26 +379,27 @@ func (c *Controller) onCPUPressure(now time.Time) {
 	if already {
 		return
 	}
-	frac := 0.5
-	if q := c.cfg.Pressure.CPUQuota; q != "" {
-		if f, err := parsePercent(q); err == nil {
-			frac = f
-		}
-	}
-	m := cgroups.CPUMax{Period: 100000, Quota: uint64(frac * 100000)}
 	if !c.h.DryRun {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := c.setter.SetCPUMax(ctx, m); err != nil {
 			c.log.Warn("cpu quota failed", zap.Error(err))
+			c.mu.Lock()
+			c.cpuLimit = false
+			c.mu.Unlock()
 			return
 		}
-	}
-	if !c.h.DryRun {
 		c.hooks.Condition(supervisor.CPULimited, true, "ASIL CPU pressure")
 	}
-	c.record(incident.CPUQuota, fmt.Sprintf("ASIL CPU pressure: partition limited to %s of a CPU", c.cfg.Pressure.CPUQuota),
-		map[string]string{"cpu_max": m.String(), "at": now.Format(time.RFC3339Nano)})
+	c.record(incident.CPUQuota, fmt.Sprintf("ASIL CPU pressure: partition limited to %s of a CPU", cpuPercent(m)),
+		map[string]string{"cpu_max": m.String(), "configured_cpu_max": st.String(), "at": now.Format(time.RFC3339Nano)})
+}
+
+func cpuPercent(m cgroups.CPUMax) string {
+	if m.Quota == cgroups.Max || m.Period == 0 {
+		return "100% per CPU (no quota)"
+	}
+	return strconv.FormatUint(m.Quota*100/m.Period, 10) + "%"
 }
 
 // stallWindows is how many consecutive PSI windows the partition must be
@@ -314,12 +408,35 @@ func (c *Controller) onCPUPressure(now time.Time) {
 // killed: the exiting tasks stall on memory while their pages are freed).
 const stallWindows = 3
 
+// The last rung of the stall ladder: after offenderKills offenders were
+// killed within offenderWindow while the stall went on, the partition is
+// restarted. Three kills are what the kernel's OOM killer would also have
+// done by then; a minute holds three rounds of stallWindows windows even
+// with the unprivileged 2 s window plus the kernel's time to reap.
+const (
+	offenderKills  = 3
+	offenderWindow = time.Minute
+)
+
+// onStall handles one confirmed full-pressure window of the partition. The
+// reaction ladder, smallest blast radius first:
+//  1. not sustained (fewer than stallWindows consecutive windows): nothing;
+//  2. qmd's throttle is active: the stall is (at least partly) self-made,
+//     memory.high goes one step back up; never a restart;
+//  3. otherwise the offender is killed: the partition process the kernel's
+//     OOM killer would pick (largest oom_score, never the partition's
+//     init), with a stall incident naming it;
+//  4. the partition is restarted only when its init is gone, when there is
+//     no offender to kill, or after offenderKills kills within
+//     offenderWindow without the stall ending.
 func (c *Controller) onStall(ctx context.Context, now time.Time) {
 	win := c.cfg.Pressure.Window.Duration
 	c.mu.Lock()
-	if len(c.stalls) > 0 && now.Sub(c.stalls[len(c.stalls)-1]) > 3*win { // 3: the kernel may have widened the window to 2 s
-		c.stalls = c.stalls[:0] // not consecutive: start over
+	if !c.lastStall.IsZero() && now.Sub(c.lastStall) > 3*win { // 3: the kernel may have widened the window to 2 s
+		c.stalls = c.stalls[:0] // not consecutive: the stall ended, start over
+		c.kills = c.kills[:0]
 	}
+	c.lastStall = now
 	c.stalls = append(c.stalls, now)
 	n := len(c.stalls)
 	if n >= stallWindows {
@@ -330,23 +447,143 @@ func (c *Controller) onStall(ctx context.Context, now time.Time) {
 		c.log.Debug("partition memory stall window", zap.Int("consecutive", n))
 		return
 	}
-	// The init gone means the partition is exiting, not stalled: the
-	// supervisor's exit path handles that.
-	if err := unix.Kill(c.pid, 0); err != nil {
+	if err := unix.Kill(c.pid, 0); errors.Is(err, unix.ESRCH) {
+		// The init is gone: the partition is exiting (the supervisor's
+		// exit path restarts it); asking makes sure a stalled rest is
+		// killed, and the supervisor ignores it when it already knows.
+		c.log.Warn("partition stalled on memory and its init is gone: asking for a restart", zap.Int("init_pid", c.pid))
+		if !c.h.DryRun {
+			c.hooks.Restart("partition stalled on memory and its init is gone")
+		}
 		return
 	}
-	action := c.cfg.Pressure.StallAction
-	c.record(incident.Stall, "partition stalled on memory (full pressure): "+action,
-		map[string]string{"action": action, "at": now.Format(time.RFC3339Nano)})
-	if c.h.DryRun {
+	if c.relaxForStall(now) {
 		return
 	}
-	// freeze-restart used to freeze and then stop: SIGTERM cannot reach
-	// frozen tasks, so every such restart waited the whole stop timeout
-	// while holding the memory. The supervisor kills the partition's cgroup
-	// (cgroup.kill) for a policy restart instead, which is what freezing
-	// first was meant to make safe.
-	c.hooks.Restart("partition stalled on memory")
+	c.killOffender(now)
+}
+
+// relaxForStall answers a stall while qmd's throttle is active: the stall
+// is the throttle's own doing, so memory.high goes one step back up.
+func (c *Controller) relaxForStall(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.thr.throttled() {
+		return false
+	}
+	old := c.thr.current
+	next, _ := c.thr.relax(now)
+	still := c.thr.throttled()
+	c.log.Warn("partition stalled under qmd's own throttle: raising memory.high one step", zap.Uint64("from", old), zap.Uint64("to", next))
+	if !c.h.DryRun {
+		if err := c.writeHigh(next); err != nil {
+			c.log.Warn("raising memory.high failed", zap.Error(err))
+		}
+		if !still {
+			c.hooks.Condition(supervisor.Throttled, false, "partition stalled under the throttle")
+		}
+	}
+	c.record(incident.Stall, fmt.Sprintf("partition stalled on memory under qmd's throttle: memory.high raised to %s (no restart: the stall is self-made)", human(next)),
+		map[string]string{"cause": "throttle", "action": "raise-memory-high", "memory_high": strconv.FormatUint(next, 10),
+			"previous_memory_high": strconv.FormatUint(old, 10), "at": now.Format(time.RFC3339Nano)})
+	return true
+}
+
+// killOffender kills the process the kernel's OOM killer would pick inside
+// the partition, or restarts the partition when that is not enough.
+func (c *Controller) killOffender(now time.Time) {
+	c.mu.Lock()
+	keep := c.kills[:0]
+	for _, t := range c.kills {
+		if now.Sub(t) < offenderWindow {
+			keep = append(keep, t)
+		}
+	}
+	c.kills = keep
+	killed := len(c.kills)
+	c.mu.Unlock()
+	at := now.Format(time.RFC3339Nano)
+	if killed >= offenderKills {
+		c.record(incident.Stall, fmt.Sprintf("partition still stalled on memory after %d offender kills within %s: restarting the partition", killed, offenderWindow),
+			map[string]string{"action": "restart", "offenders_killed": strconv.Itoa(killed), "at": at})
+		if !c.h.DryRun {
+			c.mu.Lock()
+			c.kills = c.kills[:0]
+			c.mu.Unlock()
+			c.hooks.Restart("partition stalled on memory; killing the offenders did not end it")
+		}
+		return
+	}
+	procs, err := c.cg.Processes()
+	if err != nil {
+		c.log.Warn("listing the stalled partition's processes", zap.Error(err))
+	}
+	b, ok := oom.Largest(c.h.ProcRoot, procs, c.pid)
+	if !ok {
+		c.record(incident.Stall, "partition stalled on memory and no process but its init can be killed: restarting the partition",
+			map[string]string{"action": "restart", "at": at})
+		if !c.h.DryRun {
+			c.hooks.Restart("partition stalled on memory; no offender to kill")
+		}
+		return
+	}
+	d := map[string]string{"action": "kill-offender", "pid": strconv.Itoa(b.PID), "comm": b.Comm,
+		"oom_score": strconv.Itoa(b.Score), "oom_score_adj": strconv.Itoa(b.ScoreAdj), "cgroup": b.Cgroup, "at": at}
+	what := fmt.Sprintf("partition stalled on memory: killed the offender %s (pid %d, oom_score %d)", b.Comm, b.PID, b.Score)
+	if id := nestedContainer(b.Cgroup, c.cg.Path()); id != "" {
+		d["nested_container"] = id
+		what += " in nested container " + id
+	}
+	if !c.h.DryRun {
+		if err := c.kill(b.PID, c.cg.Path()); err != nil {
+			c.log.Warn("killing the offender failed", zap.Int("pid", b.PID), zap.String("comm", b.Comm), zap.Error(err))
+			d["error"] = err.Error()
+			what = fmt.Sprintf("partition stalled on memory: killing the offender %s (pid %d, oom_score %d) failed: %v", b.Comm, b.PID, b.Score, err)
+		}
+	}
+	c.mu.Lock()
+	c.kills = append(c.kills, now)
+	c.mu.Unlock()
+	c.log.Warn("partition stalled on memory: killing the offender", zap.Int("pid", b.PID), zap.String("comm", b.Comm),
+		zap.Int("oom_score", b.Score), zap.String("cgroup", b.Cgroup))
+	c.record(incident.Stall, what, d)
+}
+
+// killProcess sends SIGKILL to pid through a pidfd, after checking that
+// the process is (still) in the partition's cgroup: a pid reused by a host
+// process after the listing is never signalled. process_mrelease then
+// frees the victim's memory at once instead of when it finishes exiting
+// (Linux 5.15+; ignored where missing).
+func (c *Controller) killProcess(pid int, cgroup string) error {
+	if c.h.ProcRoot != cgroups.DefaultProcRoot {
+		// A fake /proc (tests) says nothing about the real process
+		// with that pid: never signal it.
+		return fmt.Errorf("pid %d: not killed: %s is not the host's /proc", pid, c.h.ProcRoot)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	b, err := os.ReadFile(filepath.Join(c.h.ProcRoot, strconv.Itoa(pid), "cgroup"))
+	if err != nil {
+		return fmt.Errorf("cgroup of pid %d: %w", pid, err)
+	}
+	in := false
+	for _, l := range strings.Split(string(b), "\n") {
+		if parts := strings.SplitN(l, ":", 3); len(parts) == 3 && underCgroup(parts[2], cgroup) {
+			in = true
+			break
+		}
+	}
+	if !in {
+		return fmt.Errorf("pid %d is no longer in cgroup %s: not killed", pid, cgroup)
+	}
+	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil {
+		return fmt.Errorf("kill pid %d: %w", pid, err)
+	}
+	_, _, _ = unix.Syscall(unix.SYS_PROCESS_MRELEASE, uintptr(fd), 0, 0)
+	return nil
 }
 
 // onQuiet restores one step; it reports whether more steps remain.
@@ -358,13 +595,17 @@ func (c *Controller) onQuiet(now time.Time) bool {
 	cpu := c.cpuLimit
 	c.cpuLimit = false
 	if cpu && !c.h.DryRun {
+		// Back to the configured cpu.quota, not to "max": the reaction
+		// composes with a static quota.
+		st := c.staticCPUMax()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := c.setter.SetCPUMax(ctx, cgroups.CPUMax{Quota: cgroups.Max, Period: 100000}); err != nil {
-			c.log.Warn("lifting cpu quota failed", zap.Error(err))
+		if err := c.setter.SetCPUMax(ctx, st); err != nil {
+			c.log.Warn("restoring the cpu quota failed", zap.Error(err))
 		}
 		cancel()
 		c.hooks.Condition(supervisor.CPULimited, false, "ASIL CPU pressure gone")
-		c.record(incident.CPUQuota, "ASIL CPU pressure gone: partition CPU quota lifted", nil)
+		c.record(incident.CPUQuota, "ASIL CPU pressure gone: partition CPU quota restored to "+cpuPercent(st),
+			map[string]string{"cpu_max": st.String()})
 	}
 	if changed {
 		if !c.h.DryRun {
