@@ -56,6 +56,15 @@ unit: ## unit tests only (no root, no services)
 integration: deps build ## only the integration tests against a real Podman service
 	QMD_INTEGRATION=1 QMD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags $(TAGS) -count=1 -v -timeout 20m ./test/integration/...
 
+# The chaos suite (test/chaos): Podman stopped, killed and slowed, a full
+# incident store filesystem, a reload storm, QMD_CHAOS_RESTARTS qmd restarts.
+# QMD_CHAOS=1 is set only here, so `make test` skips these tests.
+QMD_CHAOS_RESTARTS ?= 1000
+.PHONY: chaos
+chaos: deps build ## the chaos suite against a real Podman service (root; QMD_CHAOS_RESTARTS=1000)
+	@echo "==> $$(date -u +%T) chaos suite, $(QMD_CHAOS_RESTARTS) qmd restarts in the upgrade test"
+	QMD_CHAOS=1 QMD_CHAOS_RESTARTS=$(QMD_CHAOS_RESTARTS) QMD_INTEGRATION=1 QMD_BIN=$(CURDIR)/$(BIN) CGO_ENABLED=0 $(GO) test -tags $(TAGS) -count=1 -v -timeout 30m ./test/chaos/...
+
 bench: deps build ## run the benchmarks and print their numbers
 	QMD_INTEGRATION=1 QMD_BIN=$(CURDIR)/$(BIN) $(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./test/bench/... 
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -count 1 ./internal/dbusapi/... ./internal/incident/... ./internal/logging/... ./pkg/...
