@@ -269,7 +269,9 @@ func (p *Proxy) SetDelay(d time.Duration) {
 // HoldAndDrop makes the next n requests that match be forwarded, held for
 // hold (counted from their arrival) and then answered by closing the
 // client's connection, without a response. Podman's answer, if any, is
-// read and discarded.
+// read and discarded. Note that Go's http.Transport silently retries an
+// idempotent request (GET, HEAD) whose reused connection closed before any
+// answer: drop POSTs (start, stop, wait), or count on the retry.
 func (p *Proxy) HoldAndDrop(match Matcher, hold time.Duration, n int) {
 	if n <= 0 {
 		return
