@@ -686,7 +686,10 @@ s10() {
 	(wait_for 60 "the host load up" load_up) || fail "the host load did not come up within 60s: $(load_state)"
 	cpu0=$(num "$(svc "$LOAD_UNIT" CPUUsageNSec)")
 	ticks0=$(cpu_ticks)
-	info "host load up: $(load_state); loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+	local adj
+	adj=$(for p in $(load_cg cgroup.procs); do cat "/proc/$p/oom_score_adj" 2>/dev/null || true; done | sort -u | paste -sd, -)
+	info "host load up: $(load_state), oom_score_adj $adj; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+	[ "$adj" = 1000 ] || fail "the host load's processes have oom_score_adj '$adj', want all 1000 (the load, not the partition, must go first on OOM)"
 
 	t=$(now_ns)
 	timeout 300 systemctl start qmd.service ||
