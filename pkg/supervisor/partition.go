@@ -431,13 +431,19 @@ func (p *partition) reconcile(reason string) {
 	if running && p.deadPid != 0 && c.Pid == p.deadPid {
 		// The kernel said the init is gone and Podman has not noticed
 		// yet: look again shortly, briefly.
-		if p.deadSeen < 50 {
-			p.deadSeen++
-			p.invalidate()
-			p.setTimer(10*time.Millisecond, "re-inspect")
-			return
+		// Never trust a "running" for a pid the kernel reported dead:
+		// 10 ms apart for half a second, then every half second.
+		p.deadSeen++
+		p.invalidate()
+		d := 10 * time.Millisecond
+		if p.deadSeen > 50 {
+			d = 500 * time.Millisecond
 		}
-		p.deadPid = 0
+		p.setTimer(d, "re-inspect")
+		return
+	}
+	if p.deadPid != 0 {
+		p.deadPid = 0 // Podman agrees (or shows another init)
 	}
 	if c != nil {
 		p.st.ContainerID = c.ID
@@ -474,6 +480,9 @@ func (p *partition) reconcile(reason string) {
 		}
 		p.launchStop(c, why, p.restartKill || p.st.Conditions.Has(Frozen))
 	case p.want == wantRun:
+		if c != nil && p.restarting && p.st.LastExit == -1 {
+			p.st.LastExit = c.ExitCode // the code Podman learnt after the kernel's report
+		}
 		if p.st.State == Active {
 			p.died(c, "container no longer running")
 			if p.timer != nil || p.st.State != Activating {
@@ -536,14 +545,20 @@ func (p *partition) adopted(c *runtime.Container, reason string) {
 // died handles an unexpected end of the partition's init: restart with
 // backoff (a timer), or stay down as the restart policy says.
 func (p *partition) died(c *runtime.Container, reason string) {
-	p.stopWatch()
-	p.detachResources()
 	code := int32(-1)
 	if c != nil {
 		code = c.ExitCode
 	} else {
 		reason += " (container removed)"
 	}
+	p.diedCode(code, reason)
+}
+
+// diedCode is died with the exit code known (-1: not known yet, e.g. the
+// kernel reported the init gone before Podman did).
+func (p *partition) diedCode(code int32, reason string) {
+	p.stopWatch()
+	p.detachResources()
 	now := p.s.clock.Now()
 	p.st.MainPID, p.st.LastExit, p.st.Result = 0, code, "exit-code"
 	p.clearConds()
@@ -561,7 +576,11 @@ func (p *partition) died(c *runtime.Container, reason string) {
 	}
 	delay := p.backoff.Next()
 	p.st.NRestarts++
-	p.record(incident.Restart, fmt.Sprintf("partition init exited (code %d); restarting in %s", code, delay),
+	what := fmt.Sprintf("partition init exited (code %d)", code)
+	if code == -1 {
+		what = "partition init exited"
+	}
+	p.record(incident.Restart, fmt.Sprintf("%s; restarting in %s", what, delay),
 		map[string]string{"exit_code": strconv.Itoa(int(code)), "delay": delay.String(), "reason": reason,
 			"restarts": strconv.Itoa(int(p.st.NRestarts))})
 	// The timer first: whoever sees the published state may advance a
@@ -570,7 +589,10 @@ func (p *partition) died(c *runtime.Container, reason string) {
 		p.setTimer(delay, "restart")
 	}
 	p.restarting = true
-	p.setState(Activating, fmt.Sprintf("%s (exit code %d); restart in %s", reason, code, delay))
+	if code != -1 {
+		reason = fmt.Sprintf("%s (exit code %d)", reason, code)
+	}
+	p.setState(Activating, fmt.Sprintf("%s; restart in %s", reason, delay))
 	p.markReady()
 }
 
@@ -936,6 +958,13 @@ func (p *partition) watch(id string, pid int) {
 			}
 			p.deadPid, p.deadSeen = pid, 0
 			p.invalidate()
+			// The kernel is authoritative: the init is gone, whatever
+			// Podman says and however slowly it says it. The state shows
+			// it at once; the restart waits until Podman agrees (the
+			// reconcile re-inspects while it still reports this pid).
+			if p.st.State == Active && p.st.MainPID == pid && p.want == wantRun && p.restartReq == "" {
+				p.diedCode(-1, fmt.Sprintf("init (pid %d) exited", pid))
+			}
 		})
 	}()
 }

@@ -354,3 +354,49 @@ func TestPodmanLostMidStart(t *testing.T) {
 		t.Errorf("NRestarts %d, want 1", st.NRestarts)
 	}
 }
+
+// The kernel reports the init gone (pidfd) while Podman, slow, still says
+// running: the state shows it at once (not "running" with a dead MainPID),
+// and the restart waits until Podman agrees (no start of a container
+// Podman thinks runs).
+func TestInitDeathShowsBeforePodmanNotices(t *testing.T) {
+	var mu sync.Mutex
+	watches := map[int]chan struct{}{}
+	procWatch := func(_ context.Context, pid int) (<-chan struct{}, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if watches[pid] == nil {
+			watches[pid] = make(chan struct{})
+		}
+		return watches[pid], nil
+	}
+	rt := newFakeRuntime()
+	h := newHarnessWith(t, testConfig("qm"), rt, func(o *Options) { o.ProcWatch = procWatch })
+	h.run()
+	first := h.waitState("qm", Active)
+	h.waitFor("pidfd armed", func() bool { mu.Lock(); defer mu.Unlock(); return watches[first.MainPID] != nil })
+	mu.Lock()
+	close(watches[first.MainPID])
+	mu.Unlock()
+	h.waitFor("death shown", func() bool {
+		st := h.state("qm")
+		return st.State == Activating && st.MainPID == 0 && st.NRestarts == 1
+	})
+	_, starts, _ := rt.count()
+	for i := 0; i < 60; i++ { // podman still says running: re-inspects, no start
+		h.clk.Advance(10 * time.Millisecond)
+		time.Sleep(time.Millisecond)
+	}
+	if _, s, _ := rt.count(); s != starts {
+		t.Fatalf("started while podman still reported the dead init running (%d -> %d starts)", starts, s)
+	}
+	rt.killQuietly("qm", 137) // podman catches up
+	h.waitFor("restarted", func() bool {
+		h.clk.Advance(600 * time.Millisecond) // the re-inspect timer runs on the fake clock
+		st := h.state("qm")
+		return st.State == Active && st.MainPID != first.MainPID
+	})
+	if st := h.state("qm"); st.NRestarts != 1 || st.LastExit != 137 {
+		t.Errorf("NRestarts %d LastExit %d, want 1 and 137", st.NRestarts, st.LastExit)
+	}
+}
