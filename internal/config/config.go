@@ -194,7 +194,8 @@ type Pressure struct {
 	Floor        Size     `toml:"floor"`
 	RestoreAfter Duration `toml:"restore_after"`
 	// Stall: "full" pressure inside the partition above StallThreshold in
-	// Window -> StallAction: "freeze-restart", "restart" or "none".
+	// Window -> StallAction: "kill-offender" or "none" ("freeze-restart"
+	// and "restart", earlier releases' words, mean kill-offender).
 	StallThreshold Duration `toml:"stall_threshold"`
 	StallAction    string   `toml:"stall_action"`
 	// CPU: ASIL cpu pressure above CPUThreshold -> CPUQuota on the partition.
@@ -268,7 +269,7 @@ func DefaultPartition(name string) Partition {
 			Floor:          Size{Percent: 25, Set: true, Original: "25%"},
 			RestoreAfter:   Duration{30 * time.Second},
 			StallThreshold: Duration{800 * time.Millisecond},
-			StallAction:    "freeze-restart",
+			StallAction:    "kill-offender",
 			CPUThreshold:   Duration{200 * time.Millisecond},
 			CPUQuota:       "50%",
 		},

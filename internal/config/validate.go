@@ -295,9 +295,12 @@ func (v *validator) partition(pre string, p *Partition) {
 		v.fail(pre+".pressure.cpu_threshold", "%s: must be positive and within the window %s", pr.CPUThreshold.Duration, pr.Window.Duration)
 	}
 	switch pr.StallAction {
-	case "freeze-restart", "restart", "none":
+	case "kill-offender", "none":
+	case "freeze-restart", "restart":
+		// Earlier releases' words; both now mean kill-offender (the
+		// partition is restarted only when that does not end the stall).
 	default:
-		v.fail(pre+".pressure.stall_action", "%q: use freeze-restart, restart or none", pr.StallAction)
+		v.fail(pre+".pressure.stall_action", "%q: use kill-offender or none", pr.StallAction)
 	}
 	if pr.CPUQuota != "" {
 		if _, err := ParseCPUQuota(pr.CPUQuota); err != nil {
