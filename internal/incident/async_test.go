@@ -533,6 +533,12 @@ func TestStuckDiskBoundsQueue(t *testing.T) {
 // rawLastID reads the persisted ID counter of a closed database.
 func rawLastID(t *testing.T, path string) uint64 {
 	t.Helper()
+	return rawMeta(t, path, keyLastID)
+}
+
+// rawMeta reads a meta counter of a closed database.
+func rawMeta(t *testing.T, path string, key []byte) uint64 {
+	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -540,7 +546,7 @@ func rawLastID(t *testing.T, path string) uint64 {
 	defer db.Close()
 	var id uint64
 	err = db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyLastID); len(v) == 8 {
+		if v := tx.Bucket(bucketMeta).Get(key); len(v) == 8 {
 			id = binary.BigEndian.Uint64(v)
 		}
 		return nil

@@ -3,7 +3,8 @@
 //
 // An Incident is the unit operators see: over D-Bus (ListIncidents,
 // IncidentNew), in journald (QMD_EVENT, QMD_INCIDENT_ID, MESSAGE_ID) and in
-// `qmd incidents`. IDs are assigned by the store, monotonic across restarts.
+// `qmd incidents`. IDs are assigned by the store: unique and increasing,
+// also across restarts of qmd, but not dense (see Store, "IDs").
 package incident
 
 import "time"

@@ -33,9 +33,14 @@ const (
 // hook, DefaultCoalesceWindow, no drop hook, DefaultDropReportInterval.
 type RecorderOptions struct {
 	// OnError is called when incidents could not be persisted (the store
-	// is then degraded and keeps them in memory). It is called once, from
-	// the store's writer goroutine; keep it short.
+	// is then degraded and keeps them in memory). It is called from the
+	// store's writer goroutine, once per degradation (see
+	// Options.OnWriteError); keep it short.
 	OnError func(error)
+	// OnRecover is called when the degraded store got its database back
+	// (see Options.OnRecover), from the store's writer goroutine; keep it
+	// short.
+	OnRecover func()
 
 	// CoalesceWindow: an incident with the same partition, type and
 	// summary as a record whose first occurrence is less than
@@ -74,7 +79,7 @@ type Stats struct {
 	SubscriberDrops uint64    // incidents dropped for slow subscribers, summed over all subscribers ever
 	WriteErrors     uint64    // failed store commits (the first one degrades the store)
 	LastFlush       time.Time // end of the last successful store commit; zero if none
-	Degraded        bool      // the store works in memory only (see Store.Degraded)
+	Degraded        bool      // the store works in memory only, now (see Store.Degraded)
 }
 
 // Recorder is the Sink the supervisor records into: it assigns each
@@ -158,6 +163,9 @@ func NewRecorderWithOptions(s *Store, opts RecorderOptions) *Recorder {
 		subs: map[*subscriber]struct{}{}, series: map[seriesKey]*series{}}
 	if opts.OnError != nil {
 		s.onWriteError(opts.OnError)
+	}
+	if opts.OnRecover != nil {
+		s.onRecover(opts.OnRecover)
 	}
 	return r
 }
