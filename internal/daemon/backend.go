@@ -100,6 +100,9 @@ func (b *backend) Status() string {
 	if b.degraded != "" || !b.sup.PodmanUp() {
 		return "degraded"
 	}
+	if bad, _ := b.store.Degraded(); bad {
+		return "degraded" // incidents kept in memory only (a full disk, a failing write)
+	}
 	return "up"
 }
 

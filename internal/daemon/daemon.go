@@ -100,9 +100,20 @@ func Run(ctx context.Context, opts Options) error {
 	// an fsync), repeats within 10 s are coalesced, and a subscriber that
 	// cannot keep up loses incidents for itself only, which is counted
 	// (Manager.IncidentsDropped) and logged at most once a minute.
+	var srv atomic.Pointer[dbusapi.Server]
+	managerChanged := func() {
+		if s := srv.Load(); s != nil {
+			s.ManagerChanged()
+		}
+	}
 	rec := incident.NewRecorderWithOptions(store, incident.RecorderOptions{
 		OnError: func(err error) {
-			log.Error("incident store write failed; incidents are kept in memory only", zap.Error(err))
+			log.Error("incident store write failed; incidents are kept in memory only until it recovers", zap.Error(err))
+			managerChanged() // Status: degraded
+		},
+		OnRecover: func() {
+			log.Info("incident store writable again; incidents kept in memory were written")
+			managerChanged()
 		},
 		OnSubscriberDrop: func(d incident.SubscriberDrop) {
 			log.Warn("incident subscriber too slow; incidents dropped for it (the store keeps them)",
@@ -128,14 +139,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	sup := supervisor.New(cfg, sopts)
 
-	var (
-		cfgMu sync.Mutex
-		srv   atomic.Pointer[dbusapi.Server]
-	)
+	var cfgMu sync.Mutex
 	be := &backend{sup: sup, store: store, rec: rec}
-	if bad, why := store.Degraded(); bad {
-		be.setDegraded("incident store: " + why)
-	}
 	reload := func() error {
 		next, err := LoadConfig(opts.ConfigFiles)
 		if err != nil {
@@ -168,6 +173,7 @@ func Run(ctx context.Context, opts Options) error {
 	notifier := newStatusNotifier(log)
 	sup.Subscribe(func(c supervisor.Change) {
 		notifier.update(sup.Statuses(), sup.PodmanUp())
+		managerChanged() // Status follows Podman's reachability
 		if s := srv.Load(); s != nil {
 			s.PartitionChanged(infoOf(c.Status), c.Reason)
 		}
