@@ -85,6 +85,8 @@ install: build man completions ## install qmd, its unit, config, D-Bus files, ma
 	install -D -m 0644 configs/qmd.toml $(DESTDIR)$(PREFIX)/share/qmd/qmd.toml
 	install -D -m 0644 configs/seccomp-no-rt.json $(DESTDIR)$(PREFIX)/share/qmd/seccomp-no-rt.json
 	install -D -m 0644 configs/containers.conf $(DESTDIR)$(PREFIX)/share/qmd/containers.conf
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/qmd/examples
+	install -m 0644 configs/examples/*.toml $(DESTDIR)$(PREFIX)/share/qmd/examples/
 	install -D -m 0644 systemd/org.containers.qmd1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.containers.qmd1.conf
 	install -D -m 0644 systemd/org.containers.qmd1.Manager.xml $(DESTDIR)$(PREFIX)/share/dbus-1/interfaces/org.containers.qmd1.Manager.xml
 	install -D -m 0644 systemd/org.containers.qmd1.Partition.xml $(DESTDIR)$(PREFIX)/share/dbus-1/interfaces/org.containers.qmd1.Partition.xml
@@ -101,7 +103,7 @@ install: build man completions ## install qmd, its unit, config, D-Bus files, ma
 uninstall: ## remove what install put in place
 	rm -f $(DESTDIR)$(PREFIX)/bin/qmd $(DESTDIR)$(UNITDIR)/qmd.service \
 	  $(DESTDIR)$(PREFIX)/share/qmd/qmd.toml $(DESTDIR)$(PREFIX)/share/qmd/seccomp-no-rt.json \
-	  $(DESTDIR)$(PREFIX)/share/qmd/containers.conf \
+	  $(DESTDIR)$(PREFIX)/share/qmd/containers.conf $(DESTDIR)$(PREFIX)/share/qmd/examples/*.toml \
 	  $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.containers.qmd1.conf \
 	  $(DESTDIR)$(PREFIX)/share/dbus-1/interfaces/org.containers.qmd1.*.xml \
 	  $(DESTDIR)$(PREFIX)/lib/sysusers.d/qmd.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/qmd.conf \
