@@ -160,11 +160,21 @@ journal_since() { # journal_since EPOCH|boot [journalctl args...]
 # warning before it, and the journal of qmd.service around each kill is kept
 # as evidence.
 qmd_restarts() {
-	local since=$1 nr0=$2 pid0=${3:-} wd nr pid warn first whys=()
-	# systemd's own messages about the unit (PID 1, UNIT=qmd.service).
-	wd=$(journal_since "$since" _PID=1 UNIT=qmd.service -o short-precise | grep 'Watchdog timeout' || true)
+	local since=$1 nr0=$2 pid0=${3:-} wd nr pid res warn first i whys=()
 	nr=$(svc qmd.service NRestarts)
 	pid=$(svc qmd.service MainPID)
+	res=$(svc qmd.service Result)
+	# systemd's own messages about the unit (PID 1, UNIT=qmd.service); when
+	# the unit's state shows a restart, give the journal a moment to have it.
+	for i in 1 2 3 4 5; do
+		wd=$(journal_since "$since" _PID=1 UNIT=qmd.service -o short-precise | grep 'Watchdog timeout' || true)
+		if [ -n "$wd" ] || { [ "$nr" = "$nr0" ] && { [ -z "$pid0" ] || [ "$pid" = "$pid0" ]; } && [ "$res" != watchdog ]; }; then
+			break
+		fi
+		[ "$i" = 5 ] || sleep 1
+	done
+	[ -n "$wd" ] || [ "$res" != watchdog ] ||
+		whys+=("qmd.service was killed by its watchdog (Result=watchdog; no 'Watchdog timeout' in the journal yet)")
 	if [ -n "$wd" ]; then
 		first=$(head -n 1 <<<"$wd" | cut -d' ' -f3,6-)
 		# qmd's last warning before the first kill (reads it all: no SIGPIPE)
@@ -365,25 +375,31 @@ crash_once() {
 # check_crashes REPS: the qmd half of scenario 3 (scenario 10 runs it under
 # load): REPS times kill -9 of QM's init -> running again with a new PID and
 # QM's systemd up; the partition's NRestarts grew by exactly REPS; at least
-# REPS journal entries QMD_EVENT=restart. Unless a guard_qmd is on (then the
-# guard checks it), qmd.service must not have been restarted meanwhile: a new
-# qmd process counts restarts afresh. Timings in /tmp/crash-qmd.
+# REPS journal entries QMD_EVENT=restart. qmd.service must not have been
+# restarted meanwhile (a new qmd process counts restarts afresh): checked here
+# under its own guard_qmd unless the caller has one on. Timings in
+# /tmp/crash-qmd.
 check_crashes() {
-	local reps=$1 since n0 n1 i r qnr0 qpid0 nent
+	local reps=$1 since n0 n1 i r qnr0 qpid0 nent own_guard=0
 	need_running
 	wait_inner_up qm
 	since=$(date +%s)
 	qnr0=$(svc qmd.service NRestarts); qpid0=$(svc qmd.service MainPID)
-	n0=$(prop qm NRestarts)
+	if [ ${#GUARD[@]} -eq 0 ]; then
+		guard_qmd "$since" "$qnr0" "$qpid0"
+		own_guard=1
+	fi
+	n0=$(prop qm NRestarts 2>&1) || fail "busctl get-property ... NRestarts before the crashes failed: $n0"
 	: >/tmp/crash-qmd
 	for i in $(seq "$reps"); do
 		r=$(crash_once qm) || exit 1
 		say "qmd rep $i: $r"
 		echo "$r" >>/tmp/crash-qmd
 	done
-	n1=$(prop qm NRestarts)
-	if [ ${#GUARD[@]} -eq 0 ]; then
-		r=$(qmd_restarts "$since" "$qnr0" "$qpid0")
+	n1=$(prop qm NRestarts 2>&1) || fail "busctl get-property ... NRestarts after the crashes failed: $n1"
+	if [ "$own_guard" = 1 ]; then
+		r=$(qmd_restarts "${GUARD[@]}")
+		GUARD=()
 		[ -z "$r" ] || check_later "during the crashes $r"
 	fi
 	[ "$n1" -eq $(( n0 + reps )) ] ||
@@ -725,13 +741,26 @@ s10() {
 
 # ---- runner ---------------------------------------------------------------------
 
+# err_reason RC LINE COMMAND: the reason of an unexpected error (ERR trap);
+# under guard_qmd a restart of qmd.service comes first (a command that fails
+# while qmd is down, e.g. busctl, is a symptom).
+err_reason() {
+	local why r
+	why=$(printf 'unexpected failure (rc %s) at line %s: %s' "$1" "$2" "$3")
+	if [ ${#GUARD[@]} -gt 0 ]; then
+		r=$(qmd_restarts "${GUARD[@]}" || true)
+		[ -z "$r" ] || why="$r; then: $why"
+	fi
+	printf '%s\n' "$why" >"$REASON"
+}
+
 run_one() { # in its own process: set -e ends it at the first unexpected error
 	N=$1
 	REASON=$S/.reason-$N
 	: >"$REASON"
 	rm -rf "$S/.evidence-$N.d"
 	set -E
-	trap 'rc=$?; [ -s "$REASON" ] || printf "unexpected failure (rc %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >"$REASON"' ERR
+	trap 'rc=$?; [ -s "$REASON" ] || err_reason "$rc" "$LINENO" "$BASH_COMMAND"' ERR
 	say "scenario $N ${NAMES[$N]} starting"
 	"s$N"
 	if [ ${#LATER[@]} -gt 0 ]; then
