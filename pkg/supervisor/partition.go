@@ -432,12 +432,12 @@ func (p *partition) reconcile(reason string) {
 		// The kernel said the init is gone and Podman has not noticed
 		// yet: look again shortly, briefly.
 		// Never trust a "running" for a pid the kernel reported dead:
-		// 10 ms apart for half a second, then every half second.
+		// 10 ms apart for half a second, then every 100 ms.
 		p.deadSeen++
 		p.invalidate()
 		d := 10 * time.Millisecond
 		if p.deadSeen > 50 {
-			d = 500 * time.Millisecond
+			d = 100 * time.Millisecond
 		}
 		p.setTimer(d, "re-inspect")
 		return
