@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/podman/podmanconn"
 	"github.com/containers/qmd/internal/runtime"
 )
 
@@ -158,7 +159,7 @@ func TestFakeStartHangIsTimeout(t *testing.T) {
 	if !errors.Is(err, runtime.ErrTimeout) || errors.Is(err, runtime.ErrUnavailable) {
 		t.Fatalf("start held past the deadline: got %v; want ErrTimeout and not ErrUnavailable", err)
 	}
-	if !strings.Contains(err.Error(), "start container "+short(fakeID)) {
+	if !strings.Contains(err.Error(), "start container "+podmanconn.Short(fakeID)) {
 		t.Errorf("error does not name the operation and container: %v", err)
 	}
 	if took < timeout || took > timeout+250*time.Millisecond {

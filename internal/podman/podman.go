@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/hostinfo"
+	"github.com/containers/qmd/internal/podman/podmanconn"
 	"github.com/containers/qmd/internal/runtime"
 )
 
@@ -91,13 +91,11 @@ func New(uri string, timeout time.Duration) *Client {
 //     attempt died mid-request (see classify).
 
 // callCtx combines the caller's cancellation and deadline with the
-// connection the bindings look up through Value, and the call's attempt
-// log the transport writes to. conn must be a values-only context
-// (context.WithoutCancel, see Connect): the context package looks up a
-// parent's cancellation, and context.Cause, through Value as well.
+// connection the bindings look up through Value (podmanconn.Ctx; the
+// connection is values-only, see Connect), and the call's attempt log the
+// transport writes to.
 type callCtx struct {
-	context.Context
-	conn     context.Context
+	podmanconn.Ctx
 	attempts *attempts
 }
 
@@ -105,10 +103,7 @@ func (c callCtx) Value(key any) any {
 	if _, ok := key.(attemptsKey); ok && c.attempts != nil {
 		return c.attempts
 	}
-	if v := c.conn.Value(key); v != nil {
-		return v
-	}
-	return c.Context.Value(key)
+	return c.Ctx.Value(key)
 }
 
 // attempts keeps the errors of one call's HTTP attempts: the first
@@ -233,7 +228,7 @@ func call[T any](c *Client, ctx context.Context, op string, limit time.Duration,
 	}
 	log := new(attempts)
 	v, err := run(ctx, limit, log, func(ctx context.Context) (T, error) {
-		return fn(callCtx{Context: ctx, conn: conn, attempts: log})
+		return fn(callCtx{Ctx: podmanconn.Ctx{Context: ctx, Conn: conn}, attempts: log})
 	})
 	if err != nil && bodyNotResent(err) {
 		// The bindings retried a request whose body the first attempt had
@@ -258,7 +253,7 @@ func bodyNotResent(err error) bool {
 // the client timeout.
 func (c *Client) Connect(ctx context.Context) error {
 	op := "connect to podman at " + c.uri
-	if path, ok := unixPath(c.uri); ok {
+	if path, ok := podmanconn.UnixPath(c.uri); ok {
 		// Fail fast, and as ErrUnavailable, on an absent or refusing
 		// socket: NewConnection's own transport is not recorded (see
 		// recordingTransport), and its retries sleep 600 ms.
@@ -311,19 +306,6 @@ func (c *Client) Connect(ctx context.Context) error {
 	return nil
 }
 
-// unixPath returns the socket path of a unix:// URI, read as the
-// bindings read it (unix://path is taken as unix:///path).
-func unixPath(uri string) (string, bool) {
-	u, err := url.Parse(uri)
-	if err != nil || u.Scheme != "unix" {
-		return "", false
-	}
-	if !strings.HasPrefix(uri, "unix:///") {
-		return bindings.JoinURL(u.Host, u.Path), true
-	}
-	return u.Path, true
-}
-
 // Ping checks that the service answers.
 func (c *Client) Ping(ctx context.Context) error {
 	const op = "ping podman"
@@ -350,7 +332,7 @@ func (c *Client) Inspect(ctx context.Context, nameOrID string) (*runtime.Contain
 		return nil, fmt.Errorf("%s: podman answered without container state", op)
 	}
 	if name := strings.TrimPrefix(d.Name, "/"); name != nameOrID && !strings.HasPrefix(d.ID, nameOrID) {
-		return nil, fmt.Errorf("%s: podman answered for another container (%s, %s)", op, d.Name, short(d.ID))
+		return nil, fmt.Errorf("%s: podman answered for another container (%s, %s)", op, d.Name, podmanconn.Short(d.ID))
 	}
 	out := &runtime.Container{
 		ID:         d.ID,
@@ -399,7 +381,7 @@ func (c *Client) Create(ctx context.Context, p *config.Partition) (string, error
 
 // Start starts a created or exited container.
 func (c *Client) Start(ctx context.Context, id string) error {
-	_, err := call(c, ctx, "start container "+short(id), c.timeout, func(ctx context.Context) (struct{}, error) {
+	_, err := call(c, ctx, "start container "+podmanconn.Short(id), c.timeout, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, containers.Start(ctx, id, nil)
 	})
 	return err
@@ -414,7 +396,7 @@ func (c *Client) Stop(ctx context.Context, id string, timeout time.Duration) err
 	}
 	secs := uint((timeout + time.Second - 1) / time.Second) // round up: never kill early
 	limit := time.Duration(secs)*time.Second + c.timeout
-	_, err := call(c, ctx, "stop container "+short(id), limit, func(ctx context.Context) (struct{}, error) {
+	_, err := call(c, ctx, "stop container "+podmanconn.Short(id), limit, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, containers.Stop(ctx, id, new(containers.StopOptions).WithTimeout(secs))
 	})
 	return err
@@ -423,9 +405,9 @@ func (c *Client) Stop(ctx context.Context, id string, timeout time.Duration) err
 // Kill sends signal (e.g. "SIGKILL") to the container's init, within the
 // client timeout.
 func (c *Client) Kill(ctx context.Context, id string, signal string) error {
-	op := "kill container " + short(id) + " with " + signal
+	op := "kill container " + podmanconn.Short(id) + " with " + signal
 	if signal == "" {
-		return fmt.Errorf("kill container %s: no signal given", short(id))
+		return fmt.Errorf("kill container %s: no signal given", podmanconn.Short(id))
 	}
 	_, err := call(c, ctx, op, c.timeout, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, containers.Kill(ctx, id, new(containers.KillOptions).WithSignal(signal))
@@ -435,7 +417,7 @@ func (c *Client) Kill(ctx context.Context, id string, signal string) error {
 
 // Remove removes the container (forcibly, with its anonymous volumes).
 func (c *Client) Remove(ctx context.Context, id string) error {
-	op := "remove container " + short(id)
+	op := "remove container " + podmanconn.Short(id)
 	rr, err := call(c, ctx, op, c.timeout, func(ctx context.Context) ([]*reports.RmReport, error) {
 		return containers.Remove(ctx, id, new(containers.RemoveOptions).WithForce(true).WithVolumes(true))
 	})
@@ -453,7 +435,7 @@ func (c *Client) Remove(ctx context.Context, id string) error {
 // Wait blocks until the container is stopped or exited and returns its
 // exit code. It is a long poll: only ctx bounds it.
 func (c *Client) Wait(ctx context.Context, id string) (int32, error) {
-	code, err := call(c, ctx, "wait for container "+short(id), 0, func(ctx context.Context) (int32, error) {
+	code, err := call(c, ctx, "wait for container "+podmanconn.Short(id), 0, func(ctx context.Context) (int32, error) {
 		return containers.Wait(ctx, id, new(containers.WaitOptions).WithConditions([]string{"stopped", "exited"}))
 	})
 	if err != nil {
@@ -476,7 +458,7 @@ func (c *Client) Events(ctx context.Context, since time.Time) (<-chan runtime.Ev
 		return nil, fmt.Errorf("%s: %w: not connected", op, runtime.ErrUnavailable)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	cctx := callCtx{Context: sctx, conn: conn}
+	cctx := podmanconn.Ctx{Context: sctx, Conn: conn}
 	raw := make(chan types.Event, 64)
 	stop := make(chan bool)
 	opts := new(system.EventsOptions).WithStream(true).WithFilters(map[string][]string{
@@ -546,11 +528,4 @@ func convertEvent(e types.Event) (runtime.Event, bool) {
 		}
 	}
 	return ev, true
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

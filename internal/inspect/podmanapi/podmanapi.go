@@ -15,7 +15,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/containers/podman/v5/pkg/errorhandling"
 
 	"github.com/containers/qmd/internal/inspect"
+	"github.com/containers/qmd/internal/podman/podmanconn"
 )
 
 // Client implements inspect.Podman.
@@ -43,24 +43,10 @@ func (c Client) timeout() time.Duration {
 	return c.Timeout
 }
 
-// withConn carries the bindings' connection (a values-only context) and
-// the caller's cancellation and deadline.
-type withConn struct {
-	context.Context
-	conn context.Context
-}
-
-func (c withConn) Value(key any) any {
-	if v := c.conn.Value(key); v != nil {
-		return v
-	}
-	return c.Context.Value(key)
-}
-
 // connect opens a connection to uri within the timeout and returns a
 // values-only context holding it.
 func (c Client) connect(ctx context.Context, uri string) (context.Context, error) {
-	if p, ok := unixPath(uri); ok {
+	if p, ok := podmanconn.UnixPath(uri); ok {
 		// Fail at once, and clearly, on an absent or refusing socket
 		// (NewConnection's retries sleep first).
 		d := net.Dialer{Timeout: c.timeout()}
@@ -82,23 +68,10 @@ func (c Client) connect(ctx context.Context, uri string) (context.Context, error
 	return context.WithoutCancel(conn), nil
 }
 
-// unixPath returns the socket path of a unix:// URI as the bindings
-// read it (unix://path is taken as unix:///path).
-func unixPath(uri string) (string, bool) {
-	u, err := url.Parse(uri)
-	if err != nil || u.Scheme != "unix" {
-		return "", false
-	}
-	if !strings.HasPrefix(uri, "unix:///") {
-		return bindings.JoinURL(u.Host, u.Path), true
-	}
-	return u.Path, true
-}
-
 // call runs fn with the connection, within the timeout.
 func (c Client) call(ctx, conn context.Context) (context.Context, context.CancelFunc) {
 	tctx, cancel := context.WithTimeout(ctx, c.timeout())
-	return withConn{Context: tctx, conn: conn}, cancel
+	return podmanconn.Ctx{Context: tctx, Conn: conn}, cancel
 }
 
 // Devices returns HostConfig.Devices of the container.
@@ -111,10 +84,10 @@ func (c Client) Devices(ctx context.Context, socket, container string) ([]inspec
 	defer cancel()
 	d, err := containers.Inspect(cctx, container, nil)
 	if err != nil {
-		return nil, classify("inspect container "+short(container), err)
+		return nil, classify("inspect container "+podmanconn.Short(container), err)
 	}
 	if d == nil || d.HostConfig == nil {
-		return nil, fmt.Errorf("inspect container %s: podman answered without a host configuration", short(container))
+		return nil, fmt.Errorf("inspect container %s: podman answered without a host configuration", podmanconn.Short(container))
 	}
 	out := []inspect.DeviceSpec{}
 	for _, dev := range d.HostConfig.Devices {
@@ -143,7 +116,7 @@ func (c Client) Exec(ctx context.Context, socket, container string, req inspect.
 	id, err := containers.ExecCreate(cctx, container, cfg)
 	cancel()
 	if err != nil {
-		return -1, classify("create an exec session in container "+short(container), err)
+		return -1, classify("create an exec session in container "+podmanconn.Short(container), err)
 	}
 	defer func() {
 		// Podman 4.8+ removes exec sessions on request (the bindings skip
@@ -170,12 +143,12 @@ func (c Client) Exec(ctx context.Context, socket, container string, req inspect.
 	// cancellation (Ctrl-C without a terminal) ends it early. The bindings'
 	// reader does not watch the context: it is left behind then.
 	done := make(chan error, 1)
-	go func() { done <- containers.ExecStartAndAttach(withConn{Context: ctx, conn: conn}, id, opts) }()
+	go func() { done <- containers.ExecStartAndAttach(podmanconn.Ctx{Context: ctx, Conn: conn}, id, opts) }()
 	var attachErr error
 	select {
 	case attachErr = <-done:
 	case <-ctx.Done():
-		return -1, fmt.Errorf("interrupted; the command may still be running in the partition (exec session %s): %w", short(id), ctx.Err())
+		return -1, fmt.Errorf("interrupted; the command may still be running in the partition (exec session %s): %w", podmanconn.Short(id), ctx.Err())
 	}
 
 	// The exit code: the session is marked exited once its process was
@@ -189,12 +162,12 @@ func (c Client) Exec(ctx context.Context, socket, container string, req inspect.
 		case err != nil && attachErr != nil:
 			return -1, classify("run the command", attachErr)
 		case err != nil:
-			return -1, classify("inspect exec session "+short(id), err)
+			return -1, classify("inspect exec session "+podmanconn.Short(id), err)
 		case st.Running && time.Now().Before(deadline):
 			time.Sleep(20 * time.Millisecond)
 			continue
 		case st.Running:
-			return -1, fmt.Errorf("exec session %s: the command's output ended but it is still running", short(id))
+			return -1, fmt.Errorf("exec session %s: the command's output ended but it is still running", podmanconn.Short(id))
 		}
 		if attachErr != nil {
 			if st.ExitCode == 126 || st.ExitCode == 127 {
@@ -234,11 +207,4 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%s: no answer within the timeout: %w", op, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }
