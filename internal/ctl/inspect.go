@@ -260,16 +260,9 @@ func configuredDevices(ctx context.Context, inv *invocation, container string) (
 }
 
 func writeShow(w io.Writer, p dbusapi.PartitionInfo, out showJSON) {
-	fmt.Fprintf(w, "%s %s - QM partition\n", bullet(p.ActiveState == "active"), oneLine(p.Name))
-	line := func(label, value string) { fmt.Fprintf(w, "%16s: %s\n", label, value) }
+	line := writePartitionHeader(w, p)
 	line("Active", fmt.Sprintf("%s (%s)", p.ActiveState, p.SubState))
-	line("Container", orDash(shortID(p.ContainerID)))
-	if p.MainPID != 0 {
-		line("Main PID", strconv.FormatUint(uint64(p.MainPID), 10))
-	} else {
-		line("Main PID", "-")
-	}
-	line("CGroup", orDash(p.ControlGroup))
+	writePartitionProcess(line, p)
 	if r := out.Resources; r != nil {
 		writeResources(w, r)
 	}
@@ -313,41 +306,40 @@ func writeResources(w io.Writer, r *inspect.Resources) {
 		row("freezer", r.Freezer.State)
 	}
 	row("io.weight", r.IO.Weight.String())
-	switch {
-	case r.IO.Stat.Unavailable != "":
-		row("io.stat", "n/a ("+r.IO.Stat.Unavailable+")")
-	case len(r.IO.Stat.Devices) == 0:
-		row("io.stat", "no IO")
-	default:
-		for i, d := range r.IO.Stat.Devices {
-			k := ""
-			if i == 0 {
-				k = "io.stat"
+	// perDevice writes one row a device, the key on the first only, or
+	// why there is none.
+	perDevice := func(key, unavailable, none string, devices []string) {
+		switch {
+		case unavailable != "":
+			row(key, "n/a ("+unavailable+")")
+		case len(devices) == 0:
+			row(key, none)
+		default:
+			for i, d := range devices {
+				if i > 0 {
+					key = ""
+				}
+				row(key, d)
 			}
-			row(k, fmt.Sprintf("%s read %s (%d ios), write %s (%d ios)", d.Device,
-				formatBytes(d.ReadBytes), d.ReadIOs, formatBytes(d.WriteBytes), d.WriteIOs))
 		}
 	}
-	switch {
-	case r.IO.Max.Unavailable != "":
-		row("io.max", "n/a ("+r.IO.Max.Unavailable+")")
-	case len(r.IO.Max.Devices) == 0:
-		row("io.max", "no limits")
-	default:
-		lim := func(v *uint64) string {
-			if v == nil {
-				return "max"
-			}
-			return strconv.FormatUint(*v, 10)
-		}
-		for i, l := range r.IO.Max.Devices {
-			k := ""
-			if i == 0 {
-				k = "io.max"
-			}
-			row(k, fmt.Sprintf("%s rbps=%s wbps=%s riops=%s wiops=%s", l.Device, lim(l.ReadBPS), lim(l.WriteBPS), lim(l.ReadIOPS), lim(l.WriteIOPS)))
-		}
+	var stat []string
+	for _, d := range r.IO.Stat.Devices {
+		stat = append(stat, fmt.Sprintf("%s read %s (%d ios), write %s (%d ios)", d.Device,
+			formatBytes(d.ReadBytes), d.ReadIOs, formatBytes(d.WriteBytes), d.WriteIOs))
 	}
+	perDevice("io.stat", r.IO.Stat.Unavailable, "no IO", stat)
+	lim := func(v *uint64) string {
+		if v == nil {
+			return "max"
+		}
+		return strconv.FormatUint(*v, 10)
+	}
+	var limits []string
+	for _, l := range r.IO.Max.Devices {
+		limits = append(limits, fmt.Sprintf("%s rbps=%s wbps=%s riops=%s wiops=%s", l.Device, lim(l.ReadBPS), lim(l.WriteBPS), lim(l.ReadIOPS), lim(l.WriteIOPS)))
+	}
+	perDevice("io.max", r.IO.Max.Unavailable, "no limits", limits)
 	tw.Flush()
 }
 

@@ -203,9 +203,27 @@ func partitionStatus(ctx context.Context, c *client, inv *invocation, name strin
 	return nil
 }
 
-func writePartitionStatus(w io.Writer, p dbusapi.PartitionInfo, incs []incidentEntry, now time.Time) {
+// writePartitionHeader writes the first line of `qmd status PARTITION` and
+// `qmd show` and returns the writer of the aligned lines under it.
+func writePartitionHeader(w io.Writer, p dbusapi.PartitionInfo) (line func(label, value string)) {
 	fmt.Fprintf(w, "%s %s - QM partition\n", bullet(p.ActiveState == "active"), oneLine(p.Name))
-	line := func(label, value string) { fmt.Fprintf(w, "%16s: %s\n", label, value) }
+	return func(label, value string) { fmt.Fprintf(w, "%16s: %s\n", label, value) }
+}
+
+// writePartitionProcess writes the partition's container, main PID and
+// cgroup lines.
+func writePartitionProcess(line func(label, value string), p dbusapi.PartitionInfo) {
+	line("Container", orDash(shortID(p.ContainerID)))
+	if p.MainPID != 0 {
+		line("Main PID", strconv.FormatUint(uint64(p.MainPID), 10))
+	} else {
+		line("Main PID", "-")
+	}
+	line("CGroup", orDash(p.ControlGroup))
+}
+
+func writePartitionStatus(w io.Writer, p dbusapi.PartitionInfo, incs []incidentEntry, now time.Time) {
+	line := writePartitionHeader(w, p)
 	active := fmt.Sprintf("%s (%s)", p.ActiveState, p.SubState)
 	if t := usecTime(p.StateChangeTimestamp); !t.IsZero() {
 		active += fmt.Sprintf(" since %s; %s", formatTimestamp(t), formatAgo(t, now))
@@ -215,13 +233,7 @@ func writePartitionStatus(w io.Writer, p dbusapi.PartitionInfo, incs []incidentE
 		line("Conditions", strings.Join(p.Conditions, ", "))
 	}
 	line("Result", orDash(p.Result))
-	line("Container", orDash(shortID(p.ContainerID)))
-	if p.MainPID != 0 {
-		line("Main PID", strconv.FormatUint(uint64(p.MainPID), 10))
-	} else {
-		line("Main PID", "-")
-	}
-	line("CGroup", orDash(p.ControlGroup))
+	writePartitionProcess(line, p)
 	line("Memory", fmt.Sprintf("%s (high: %s, max: %s)", formatBytes(p.MemoryCurrent), formatBytes(p.MemoryHigh), formatBytes(p.MemoryMax)))
 	line("OOMScoreAdjust", strconv.FormatInt(int64(p.OOMScoreAdjust), 10))
 	line("Restarts", strconv.FormatUint(uint64(p.NRestarts), 10))
