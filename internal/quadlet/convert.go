@@ -295,18 +295,36 @@ func (c *converter) words(e Entry, mode SplitMode) ([]string, bool) {
 	return ws, true
 }
 
+// eachWords calls fn with the resolved words of every effective
+// assignment of a list-valued [Container] key; an assignment whose words
+// do not split or resolve is reported and skipped.
+func (c *converter) eachWords(key string, mode SplitMode, fn func(ws []string, e Entry)) {
+	for _, e := range c.all("Container", key) {
+		if ws, ok := c.words(e, mode); ok {
+			fn(ws, e)
+		}
+	}
+}
+
+// value returns the resolved value of one [Container] assignment; one
+// that does not resolve is reported.
+func (c *converter) value(e Entry) (string, bool) {
+	v, err := c.resolve(unquote(e.Value), true)
+	if err != nil {
+		c.unmapped(e, "%v", err)
+		return "", false
+	}
+	return v, true
+}
+
 // single returns the resolved value of a single-valued [Container] key.
 func (c *converter) single(key string) (string, Entry, bool) {
 	e, ok := c.last("Container", key)
 	if !ok {
 		return "", e, false
 	}
-	v, err := c.resolve(unquote(e.Value), true)
-	if err != nil {
-		c.unmapped(e, "%v", err)
-		return "", e, false
-	}
-	return v, e, true
+	v, ok := c.value(e)
+	return v, e, ok
 }
 
 func (c *converter) serviceEnv() {
@@ -368,15 +386,11 @@ func (c *converter) container() {
 	if v, e, ok := c.single("SeccompProfile"); ok {
 		c.seccomp(v, e)
 	}
-	for _, e := range c.all("Container", "Sysctl") {
-		ws, ok := c.words(e, StrvRetainEscape)
-		if !ok {
-			continue
-		}
+	c.eachWords("Sysctl", StrvRetainEscape, func(ws []string, e Entry) {
 		for _, w := range ws {
 			c.sysctl(w, e)
 		}
-	}
+	})
 	c.keyVals("Environment", "env")
 	c.keyVals("Annotation", "annotations")
 	c.selinux()
@@ -387,9 +401,7 @@ func (c *converter) container() {
 		c.memory(v, e)
 	}
 	for _, e := range c.all("Container", "Ulimit") {
-		if v, err := c.resolve(unquote(e.Value), true); err != nil {
-			c.unmapped(e, "%v", err)
-		} else {
+		if v, ok := c.value(e); ok {
 			c.ulimit(v, e)
 		}
 	}
@@ -417,11 +429,7 @@ func (c *converter) container() {
 			c.unmapped(e, "%s", why)
 		}
 	}
-	for _, e := range c.all("Container", "PodmanArgs") {
-		if args, ok := c.words(e, ExecArgs); ok {
-			c.podmanArgs(args, e)
-		}
-	}
+	c.eachWords("PodmanArgs", ExecArgs, c.podmanArgs)
 	c.finishSwap()
 	c.capsFrom()
 	c.labelDisable()
@@ -452,12 +460,9 @@ func (c *converter) network() {
 		return
 	}
 	for _, e := range nets {
-		v, err := c.resolve(unquote(e.Value), true)
-		if err != nil {
-			c.unmapped(e, "%v", err)
-			continue
+		if v, ok := c.value(e); ok {
+			c.networkMode(v, e)
 		}
-		c.networkMode(v, e)
 	}
 }
 
@@ -484,9 +489,8 @@ func (c *converter) volumes() {
 	var vols []string
 	var from []Entry
 	for _, e := range c.all("Container", "Volume") {
-		v, err := c.resolve(unquote(e.Value), true)
-		if err != nil {
-			c.unmapped(e, "%v", err)
+		v, ok := c.value(e)
+		if !ok {
 			continue
 		}
 		if vol, ok := c.volume(v, e); ok {
@@ -541,12 +545,17 @@ func (c *converter) volume(v string, e Entry) (string, bool) {
 
 func (c *converter) bools() {
 	for key, name := range map[string]string{"ReadOnly": "read_only", "ReadOnlyTmpfs": "read_only_tmpfs"} {
-		if v, e, ok := c.single(key); ok {
-			if b, err := parseBool(v); err != nil {
-				c.unmapped(e, "%v", err)
-			} else {
-				c.set("", name, tomlBool(b), "", e)
-			}
+		c.singleBool(key, "", name)
+	}
+}
+
+// singleBool sets table.name from a boolean single-valued [Container] key.
+func (c *converter) singleBool(key, table, name string) {
+	if v, e, ok := c.single(key); ok {
+		if b, err := parseBool(v); err != nil {
+			c.unmapped(e, "%v", err)
+		} else {
+			c.set(table, name, tomlBool(b), "", e)
 		}
 	}
 }
@@ -554,18 +563,14 @@ func (c *converter) bools() {
 func (c *converter) devices() {
 	var devs []string
 	var from []Entry
-	for _, e := range c.all("Container", "AddDevice") {
-		ws, ok := c.words(e, StrvRetainEscape)
-		if !ok {
-			continue
-		}
+	c.eachWords("AddDevice", StrvRetainEscape, func(ws []string, e Entry) {
 		for _, w := range ws {
 			if d, ok := c.device(w, e); ok && !contains(devs, d) {
 				devs = append(devs, d)
 				from = append(from, e)
 			}
 		}
-	}
+	})
 	if len(devs) > 0 {
 		c.set("", "devices", tomlList(devs), "", dedupEntries(from)...)
 		c.items["devices"].list = devs
@@ -612,11 +617,7 @@ func capName(s string) string {
 
 func (c *converter) capabilities() {
 	collect := func(key string, out *[]string, from *[]Entry) {
-		for _, e := range c.all("Container", key) {
-			ws, ok := c.words(e, StrvRetainEscape)
-			if !ok {
-				continue
-			}
+		c.eachWords(key, StrvRetainEscape, func(ws []string, e Entry) {
 			for _, w := range ws {
 				for _, cp := range strings.Split(w, ",") {
 					if cp != "" {
@@ -625,7 +626,7 @@ func (c *converter) capabilities() {
 				}
 			}
 			*from = append(*from, e)
-		}
+		})
 	}
 	collect("DropCapability", &c.drops, &c.dropFrom)
 	collect("AddCapability", &c.adds, &c.addFrom)
@@ -709,15 +710,11 @@ func (c *converter) sysctl(w string, e Entry) {
 
 // keyVals maps Environment=/Annotation= (KEY=VALUE words) to a table.
 func (c *converter) keyVals(key, table string) {
-	for _, e := range c.all("Container", key) {
-		ws, ok := c.words(e, ExecArgs)
-		if !ok {
-			continue
-		}
+	c.eachWords(key, ExecArgs, func(ws []string, e Entry) {
 		for _, w := range ws {
 			c.keyVal(table, w, e)
 		}
-	}
+	})
 }
 
 func (c *converter) keyVal(table, w string, e Entry) {
@@ -747,13 +744,7 @@ func (c *converter) selinux() {
 		"SecurityLabelNested":  "selinux_nested",
 		"SecurityLabelDisable": "selinux_disable",
 	} {
-		if v, e, ok := c.single(key); ok {
-			if b, err := parseBool(v); err != nil {
-				c.unmapped(e, "%v", err)
-			} else {
-				c.set("security", name, tomlBool(b), "", e)
-			}
-		}
+		c.singleBool(key, "security", name)
 	}
 	if v, e, ok := c.single("AppArmor"); ok {
 		c.set("security", "apparmor_profile", tomlString(v), "", e)
