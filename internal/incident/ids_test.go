@@ -217,6 +217,24 @@ func (f *failingDisk) hook() error {
 	return nil
 }
 
+// degradeByWriteFailure opens a store (with the reservation reserve) whose
+// commits fail from its third incident on, waits until that degraded it,
+// and records n more incidents, in memory only; it returns the store and
+// the highest ID handed out.
+func (e *idEnv) degradeByWriteFailure(reserve uint64, n int) (*Store, uint64) {
+	e.t.Helper()
+	var disk failingDisk
+	s := e.open(Options{reserve: reserve, BatchDelay: time.Millisecond, RetryDelay: time.Hour})
+	setBeforeCommit(s, disk.hook)
+	r := NewRecorderWithOptions(s, noCoalesceIDs)
+	record(r, 2)
+	flushT(e.t, r.Flush)
+	disk.on.Store(true)
+	record(r, 1)
+	waitFor(e.t, func() bool { d, _ := s.Degraded(); return d })
+	return s, record(r, n)
+}
+
 // (iii) A store degraded by a failing commit keeps handing out IDs in
 // memory; a restart (clean or not) continues above them: within the
 // reservation thanks to the disk (even after a reboot), beyond it thanks
@@ -236,16 +254,7 @@ func TestIDsContinueAfterWriteFailure(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newIDEnv(t)
-			var disk failingDisk
-			s := e.open(Options{reserve: c.reserve, BatchDelay: time.Millisecond, RetryDelay: time.Hour})
-			setBeforeCommit(s, disk.hook)
-			r := NewRecorderWithOptions(s, noCoalesceIDs)
-			record(r, 2)
-			flushT(t, r.Flush)
-			disk.on.Store(true)
-			record(r, 1)
-			waitFor(t, func() bool { d, _ := s.Degraded(); return d })
-			last := record(r, c.n) // in memory only
+			s, last := e.degradeByWriteFailure(c.reserve, c.n) // the last c.n in memory only
 			if c.reserve != 0 {
 				if v := e.idFileValue(); v < last {
 					t.Fatalf("ID file holds %d, below %d handed out in memory", v, last)
@@ -269,16 +278,7 @@ func TestIDsContinueAfterWriteFailure(t *testing.T) {
 // every ID handed out in memory (not only those beyond the reservation).
 func TestIDsContinueAfterWriteFailureAndDamage(t *testing.T) {
 	e := newIDEnv(t)
-	var disk failingDisk
-	s := e.open(Options{BatchDelay: time.Millisecond, RetryDelay: time.Hour})
-	setBeforeCommit(s, disk.hook)
-	r := NewRecorderWithOptions(s, noCoalesceIDs)
-	record(r, 2)
-	flushT(t, r.Flush)
-	disk.on.Store(true)
-	record(r, 1)
-	waitFor(t, func() bool { d, _ := s.Degraded(); return d })
-	last := record(r, 30) // in memory, within the reservation on disk
+	s, last := e.degradeByWriteFailure(0, 30) // the last 30 in memory, within the reservation on disk
 	s.crash()
 	if err := os.WriteFile(e.db, []byte(strings.Repeat("damaged\x00", 2000)), 0o600); err != nil {
 		t.Fatal(err)

@@ -121,6 +121,17 @@ func (u *upstream) count(key string) int {
 	return u.seen[key]
 }
 
+// proxied starts an upstream, a proxy in front of it and a client of the
+// proxy, whose idle connections are closed when the test ends.
+func proxied(t *testing.T) (*upstream, *Proxy, *http.Client) {
+	t.Helper()
+	u := startUpstream(t)
+	p := New(t, u.socket)
+	c := client(p.Socket())
+	t.Cleanup(c.CloseIdleConnections)
+	return u, p, c
+}
+
 func client(socket string) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -149,10 +160,7 @@ func get(t *testing.T, c *http.Client, method, path, body string) (string, error
 }
 
 func TestPassthroughKeepsConnectionsAlive(t *testing.T) {
-	u := startUpstream(t)
-	p := New(t, u.socket)
-	c := client(p.Socket())
-	defer c.CloseIdleConnections()
+	u, p, c := proxied(t)
 	for i := 0; i < 10; i++ {
 		if got, err := get(t, c, "GET", fmt.Sprintf("/echo?i=%d", i), ""); err != nil || got != fmt.Sprintf("GET i=%d ", i) {
 			t.Fatalf("GET %d: %q %v", i, got, err)
@@ -174,10 +182,7 @@ func TestPassthroughKeepsConnectionsAlive(t *testing.T) {
 }
 
 func TestDelayAppliesToTheStartOfEveryResponse(t *testing.T) {
-	u := startUpstream(t)
-	p := New(t, u.socket)
-	c := client(p.Socket())
-	defer c.CloseIdleConnections()
+	u, p, c := proxied(t)
 	p.SetDelay(300 * time.Millisecond)
 	t0 := time.Now()
 	if _, err := get(t, c, "GET", "/echo", ""); err != nil {
@@ -214,10 +219,7 @@ func TestDelayAppliesToTheStartOfEveryResponse(t *testing.T) {
 }
 
 func TestStreamFlowsThroughAfterTheDelay(t *testing.T) {
-	u := startUpstream(t)
-	p := New(t, u.socket)
-	c := client(p.Socket())
-	defer c.CloseIdleConnections()
+	u, p, c := proxied(t)
 	p.SetDelay(300 * time.Millisecond)
 	t0 := time.Now()
 	resp, err := c.Get("http://d/stream")
@@ -257,10 +259,7 @@ func TestStreamFlowsThroughAfterTheDelay(t *testing.T) {
 }
 
 func TestLongPoll(t *testing.T) {
-	u := startUpstream(t)
-	p := New(t, u.socket)
-	c := client(p.Socket())
-	defer c.CloseIdleConnections()
+	u, _, c := proxied(t)
 
 	// A client giving up (timeout) ends the upstream request.
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -294,10 +293,7 @@ func TestLongPoll(t *testing.T) {
 }
 
 func TestHoldAndDrop(t *testing.T) {
-	u := startUpstream(t)
-	p := New(t, u.socket)
-	c := client(p.Socket())
-	defer c.CloseIdleConnections()
+	u, p, c := proxied(t)
 	p.HoldAndDrop(Match("POST", "/echo"), 200*time.Millisecond, 2)
 	for i := 0; i < 2; i++ {
 		t0 := time.Now()
@@ -367,10 +363,7 @@ func TestBlockRefusesNewConnectionsOnly(t *testing.T) {
 }
 
 func TestOnRequestRunsBeforeForwarding(t *testing.T) {
-	u := startUpstream(t)
-	p := New(t, u.socket)
-	c := client(p.Socket())
-	defer c.CloseIdleConnections()
+	u, p, c := proxied(t)
 	var calls []string
 	var seenByUpstream []int
 	p.OnRequest(Match("POST", "/echo"), 1, func(method, path string) {
@@ -475,10 +468,7 @@ func TestCloseEndsEverything(t *testing.T) {
 }
 
 func TestMirrorsADeadUpstream(t *testing.T) {
-	u := startUpstream(t)
-	p := New(t, u.socket)
-	c := client(p.Socket())
-	defer c.CloseIdleConnections()
+	u, p, c := proxied(t)
 	// A stream is open when the service dies.
 	resp, err := c.Get("http://d/stream")
 	if err != nil {
