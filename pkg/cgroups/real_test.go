@@ -109,31 +109,9 @@ func removeRealCgroup(t testing.TB, h *Hierarchy, cg *Cgroup) {
 			return nil
 		})
 		for i := len(subdirs) - 1; i >= 0; i-- {
-			killAndRemove(t, subdirs[i])
+			testutil.RemoveCgroup(t, subdirs[i])
 		}
-		killAndRemove(t, dir)
-	}
-}
-
-func killAndRemove(t testing.TB, dir string) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		err := os.Remove(dir)
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("remove cgroup %s: %v", dir, err)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+		testutil.RemoveCgroup(t, dir)
 	}
 }
 
@@ -390,7 +368,7 @@ func TestRealV1OOMEventfd(t *testing.T) {
 	}
 	// Removing the cgroup ends the watcher cleanly (the kernel signals the eventfd).
 	for _, ctrl := range v1Controllers {
-		killAndRemove(t, cg.Dir(ctrl))
+		testutil.RemoveCgroup(t, cg.Dir(ctrl))
 	}
 	if err := expectEnd(t, w); !errors.Is(err, ErrGone) {
 		t.Errorf("end = %v, want ErrGone", err)

@@ -50,7 +50,7 @@ func realUnified(t testing.TB) (*Hierarchy, *Cgroup) {
 	t.Cleanup(func() {
 		_ = cg.Thaw(context.Background())
 		_ = cg.Kill()
-		killAndRemove(t, dir)
+		testutil.RemoveCgroup(t, dir)
 	})
 	return h, cg
 }

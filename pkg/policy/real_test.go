@@ -41,29 +41,6 @@ func requireReal(t *testing.T) {
 	testutil.RequireRoot(t)
 }
 
-// removeCgroup kills what is left in dir and removes it.
-func removeCgroup(t *testing.T, dir string) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		err := os.Remove(dir)
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("remove cgroup %s: %v", dir, err)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func startCmd(t *testing.T, cmd *exec.Cmd) {
 	t.Helper()
 	if err := cmd.Start(); err != nil {
@@ -103,7 +80,7 @@ func TestRealTriggerRearmedOnRecreatedCgroup(t *testing.T) {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Skipf("cannot create a v2 cgroup: %v", err)
 		}
-		t.Cleanup(func() { removeCgroup(t, d) })
+		t.Cleanup(func() { testutil.RemoveCgroup(t, d) })
 	}
 	if _, err := os.Stat(filepath.Join(asil, "memory.pressure")); err != nil {
 		t.Skip("no per-cgroup PSI")
@@ -219,7 +196,7 @@ func TestRealStallKillsTheHogNotTheInit(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctrls = append(ctrls, d)
-		t.Cleanup(func() { removeCgroup(t, d) })
+		t.Cleanup(func() { testutil.RemoveCgroup(t, d) })
 	}
 	moveIn := func(pid int) {
 		for _, d := range ctrls {
