@@ -431,15 +431,22 @@ func (s *Store) open() (recoverable bool, err error) {
 	return false, nil
 }
 
+// createBuckets returns the incidents and meta buckets, created if absent.
+func createBuckets(tx *bolt.Tx) (incidents, meta *bolt.Bucket, err error) {
+	if incidents, err = tx.CreateBucketIfNotExists(bucketIncidents); err != nil {
+		return nil, nil, err
+	}
+	if meta, err = tx.CreateBucketIfNotExists(bucketMeta); err != nil {
+		return nil, nil, err
+	}
+	return incidents, meta, nil
+}
+
 // reserveAtOpen is the first transaction of open: it creates the buckets,
 // writes the reservation and trims to the bound.
 func (s *Store) reserveAtOpen(db *bolt.DB, st diskState, reserved uint64) error {
 	return db.Update(func(tx *bolt.Tx) error {
-		inc, err := tx.CreateBucketIfNotExists(bucketIncidents)
-		if err != nil {
-			return err
-		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		inc, meta, err := createBuckets(tx)
 		if err != nil {
 			return err
 		}
@@ -1073,11 +1080,7 @@ func (s *Store) rewrite(recs []Incident, lastID uint64, hook func() error) (db *
 					return err
 				}
 				reserved = max(lastID+s.reserve, st.reserved)
-				b, err := tx.CreateBucketIfNotExists(bucketIncidents)
-				if err != nil {
-					return err
-				}
-				meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+				b, meta, err := createBuckets(tx)
 				if err != nil {
 					return err
 				}
