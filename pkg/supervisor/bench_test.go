@@ -19,7 +19,7 @@ import (
 // incident store. A restart must never wait for the disk: the loaded
 // median stays within 10 % of the idle one.
 func BenchmarkRestartUnderIncidentLoad(b *testing.B) {
-	const reps = 300
+	const reps = 600
 	store := incident.Open(incident.Options{Path: filepath.Join(b.TempDir(), "incidents.db")})
 	defer func() { _ = store.Close() }()
 	if bad, why := store.Degraded(); bad {
@@ -65,18 +65,10 @@ func BenchmarkRestartUnderIncidentLoad(b *testing.B) {
 		}
 		return 0
 	}
-	measure := func() []time.Duration {
-		ds := make([]time.Duration, 0, reps)
-		for i := 0; i < reps; i++ {
-			ds = append(ds, crash())
-			time.Sleep(3 * time.Millisecond) // spread over ~1 s: the load runs at its rate meanwhile
-		}
-		return ds
-	}
-	b.ResetTimer()
-	idle := measure()
-
+	// Idle and loaded blocks alternate, so that drift of the machine
+	// (other jobs, frequency) falls on both alike.
 	var n atomic.Int64
+	var loadOn atomic.Bool
 	stop := make(chan struct{})
 	loadDone := make(chan struct{})
 	go func() {
@@ -89,6 +81,9 @@ func BenchmarkRestartUnderIncidentLoad(b *testing.B) {
 			case <-stop:
 				return
 			case <-t.C:
+				if !loadOn.Load() {
+					continue
+				}
 				for j := 0; j < 10; j++ {
 					i := n.Add(1)
 					rec.Record(incident.Incident{Partition: "other", Type: incident.OOMScoreRepair,
@@ -97,11 +92,30 @@ func BenchmarkRestartUnderIncidentLoad(b *testing.B) {
 			}
 		}
 	}()
-	t0 := time.Now()
-	loaded := measure()
+	const blocks = 6
+	var idle, loaded []time.Duration
+	var loadedFor time.Duration
+	b.ResetTimer()
+	for blk := 0; blk < 2*blocks; blk++ {
+		on := blk%2 == 1
+		loadOn.Store(on)
+		t0 := time.Now()
+		for i := 0; i < reps/blocks; i++ {
+			d := crash()
+			if on {
+				loaded = append(loaded, d)
+			} else {
+				idle = append(idle, d)
+			}
+			time.Sleep(3 * time.Millisecond) // spread: the load runs at its rate meanwhile
+		}
+		if on {
+			loadedFor += time.Since(t0)
+		}
+	}
 	close(stop)
 	<-loadDone
-	rate := float64(n.Load()) / time.Since(t0).Seconds()
+	rate := float64(n.Load()) / loadedFor.Seconds()
 	b.StopTimer()
 
 	im, ix := medianMax(idle)
