@@ -1,22 +1,27 @@
 #!/bin/bash
-# qmd end-to-end run: build or reuse the VM image, install qmd into a 9p share
-# with `make install DESTDIR=...`, boot the VM under qemu (software CPU), and
-# report the scenario results that come back through the share.
+# qmd end-to-end run: build or reuse the VM image, build qmd's Debian package
+# (`make deb`) and a second one with a higher version (for the upgrade
+# scenario) into a 9p share, boot the VM under qemu (software CPU), which
+# installs the first with apt-get, and report the scenario results that come
+# back through the share.
 #
 # Environment:
-#   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 10; 0 is
-#                   the VM preflight that needs no qmd)
+#   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 12; 0 is
+#                   the VM preflight that needs no qmd, 11 upgrades the
+#                   package, 12 removes it)
 #   E2E_TIMEOUT     hard limit for the VM in seconds (default 3000)
 #   E2E_MEM         VM memory in MiB (default 4096)
 #   E2E_CRASH_REPS  crash repetitions per supervisor in scenarios 3 and 10 (default 3)
 #   E2E_LOAD_VM_PCT share of RAM per stress-ng VM worker in scenario 10 (default 25)
 #   E2E_BUILD       build directory (default build/e2e)
-#   E2E_SKIP_INSTALL=1  do not run make build/install (qmd scenarios then FAIL)
+#   E2E_SKIP_INSTALL=1  do not build qmd (qmd scenarios then FAIL)
 #   E2E_DEBUG_SCRIPT  a script run in the VM before the scenarios (debug.log)
 #   E2E_QMD_CONFIG  another file to install as /etc/qmd/qmd.toml (experiments)
 #   E2E_SRC         the qmd source tree to build and install (default: this
 #                   checkout), e.g. an older commit: mkdir /tmp/old &&
 #                   git archive COMMIT | tar -x -C /tmp/old; E2E_SRC=/tmp/old
+#                   (a tree without packaging/ is installed from its
+#                   `make install` tree instead of a package)
 # Exit status: 0 only if every selected scenario reported PASS.
 set -euo pipefail
 
@@ -30,10 +35,47 @@ main() {
 	MAKE=${MAKE:-make}
 	timeout_s=${E2E_TIMEOUT:-3000}
 	mem=${E2E_MEM:-4096}
-	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9 10}
+	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9 10 11 12}
 
 	t0=$(date +%s)
 	log() { printf '%s [e2e +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - t0 ))" "$*"; }
+	# install_failed WHAT: keep the last lines of install.log for the VM's
+	# install.status (every scenario that needs qmd FAILs with them).
+	install_failed() {
+		grep -Ev '^make(\[[0-9]+\])?: (Entering|Leaving)' "$build/install.log" | tail -n 5 >"$share/install.err"
+		log "$1 FAILED; scenarios that need qmd will FAIL. Last lines:"
+		sed 's/^/    /' "$share/install.err"
+	}
+	# build_debs: the Debian package the VM installs (share/pkg) and a second
+	# build of the same tree with higher versions, qmd "$qv+e2e1" in package
+	# "$pv+e2e1" (share/pkg-next), for the upgrade of scenario 11. The second
+	# build has its own binary (BIN): bin/qmd stays the first build's.
+	build_debs() {
+		local qv pv t
+		# As the Makefile's VERSION and packaging/version.sh make them (a tree
+		# that is not a git checkout gets stand-ins).
+		qv=$(git -C "$src" describe --tags --always --dirty 2>/dev/null || echo dev)
+		pv=$("$src/packaging/version.sh" deb 2>/dev/null || echo 0.0~e2e)
+		t=$(date +%s)
+		log "make -C $src deb: qmd $qv, package $pv (log: $build/install.log)"
+		if ! QMD_PKG_VERSION=$pv "$MAKE" -C "$src" deb VERSION="$qv" PKGDIR="$share/pkg" >"$build/install.log" 2>&1; then
+			install_failed "make deb"
+			return 0
+		fi
+		t_deb=$(( $(date +%s) - t )); t=$(date +%s)
+		log "make -C $src deb of the upgrade: qmd $qv+e2e1, package $pv+e2e1 (log: $build/install-next.log)"
+		mkdir -p "$build/next"
+		if ! QMD_PKG_VERSION=$pv+e2e1 "$MAKE" -C "$src" deb VERSION="$qv+e2e1" BIN="$build/next/qmd" \
+			PKGDIR="$share/pkg-next" >"$build/install-next.log" 2>&1; then
+			grep -Ev '^make(\[[0-9]+\])?: (Entering|Leaving)' "$build/install-next.log" | tail -n 5 >"$share/pkg-next.err"
+			log "the upgrade package FAILED (scenario 11 will FAIL):"
+			sed 's/^/    /' "$share/pkg-next.err"
+		fi
+		t_deb_next=$(( $(date +%s) - t ))
+		log "packages: $(cd "$share" && ls pkg/*.deb pkg-next/*.deb 2>/dev/null | paste -sd' ' -)"
+	}
+	t_deb=0
+	t_deb_next=0
 
 	# --- image ----------------------------------------------------------------------
 	log "image: build or reuse"
@@ -48,7 +90,7 @@ main() {
 		mv "$raw.tmp" "$raw"
 	fi
 
-	# --- share: scripts, config, units and the qmd install tree ------------------------
+	# --- share: scripts, config, units and the qmd packages ----------------------------
 	share=$build/share
 	rm -rf "$share"
 	mkdir -p "$share/units"
@@ -75,18 +117,21 @@ main() {
 	src=${E2E_SRC:-$top}
 	if [ "${E2E_SKIP_INSTALL:-0}" = 1 ]; then
 		echo "E2E_SKIP_INSTALL=1 was set" >"$share/install.err"
-		log "skipping make build/install (E2E_SKIP_INSTALL=1)"
+		log "skipping the qmd build (E2E_SKIP_INSTALL=1)"
+	elif [ -f "$src/packaging/debian/build.sh" ]; then
+		build_debs
 	else
-		log "make -C $src build && make -C $src install DESTDIR=$share/root PREFIX=/usr (log: $build/install.log)"
+		# A tree from before the packages (E2E_SRC of an old commit): the VM
+		# copies the `make install` tree into / instead (scenarios 11 and 12,
+		# which need the package, FAIL).
+		log "$src has no packaging/: make -C $src build && make -C $src install DESTDIR=$share/root PREFIX=/usr (log: $build/install.log)"
 		if ! { "$MAKE" -C "$src" build && "$MAKE" -C "$src" install DESTDIR="$share/root" PREFIX=/usr; } \
 			>"$build/install.log" 2>&1; then
-			grep -Ev '^make(\[[0-9]+\])?: (Entering|Leaving)' "$build/install.log" | tail -n 5 >"$share/install.err"
-			log "make build/install FAILED; scenarios that need qmd will FAIL. Last lines:"
-			sed 's/^/    /' "$share/install.err"
+			install_failed "make build/install"
 		fi
 	fi
 	t_install=$(( $(date +%s) - t_inst ))
-	log "install step took ${t_install}s"
+	log "qmd build took ${t_install}s"
 
 	# --- boot -----------------------------------------------------------------------
 	console=$build/console.log
@@ -172,7 +217,7 @@ main() {
 	nfail=$(grep -c '^FAIL ' "$share/results" || true)
 	boot=$(cat "$share/boot-seconds" 2>/dev/null || echo "?")
 	echo "passed $npass, failed $nfail, missing $(echo "$missing" | wc -w)"
-	echo "timings: image ${t_image}s, make build+install ${t_install}s, VM boot to ready ${boot}s (VM uptime), VM run ${t_vm}s, total $(( $(date +%s) - t0 ))s"
+	echo "timings: image ${t_image}s, qmd build ${t_install}s (make deb ${t_deb}s, upgrade package ${t_deb_next}s), VM boot to ready ${boot}s (VM uptime), VM run ${t_vm}s, total $(( $(date +%s) - t0 ))s"
 	echo "per scenario: $(grep -E '^(PASS|FAIL) ' "$share/results" | awk '{ print $2 "=" $4 }' | sed 's/:$//' | paste -sd' ' -)"
 	echo "artifacts: $share (results, harness.log, s<n>.log, journal.txt, qmd-journal.txt, journal.export), $console"
 	return "$bad"

@@ -1,10 +1,11 @@
 #!/bin/bash
 # Runs inside the e2e VM, started by harness.service (baked into the image)
-# from the 9p share /mnt/harness. Installs qmd from the share as an operator
-# would, runs scenarios.sh, dumps the journal to the share and powers off.
+# from the 9p share /mnt/harness. Installs qmd's Debian package from the share
+# as an operator would (apt-get install ./qmd_*.deb), runs scenarios.sh, dumps
+# the journal to the share and powers off.
 # Everything it produces lands in /mnt/harness:
 #   harness.log  this script's progress      results   PASS/FAIL/INFO lines
-#   install.status  "ok" or why qmd could not be installed
+#   install.status  "ok" or why qmd could not be installed (apt-install.log)
 #   journal.txt / qmd-journal.txt / journal.export   journal dumps
 #   rc           the exit code of scenarios.sh
 set -uo pipefail
@@ -59,12 +60,44 @@ cp -a /var/qm /var/qm-plain
 systemctl daemon-reload
 systemctl start asil-bystander.service || log "WARNING: asil-bystander.service did not start"
 
-# --- qmd, installed from `make install DESTDIR=share/root` ------------------------
-install_qmd() {
-	if [ -f "$S/install.err" ]; then
-		echo "make install failed on the build host: $(tail -n 1 "$S/install.err")"
+# --- qmd, installed from its Debian package -------------------------------------
+# As an operator does: the administrator's /etc/qmd/qmd.toml first, then
+# `apt-get install ./qmd_*.deb` (offline: the image has every dependency).
+# The package's postinst creates the group, the directories, updates the
+# catalog, reloads the bus policy, enables qmd.service and starts it (when
+# `qmd check-config` passes; `systemctl start` waits for READY=1).
+# dpkg without an fsync per file (the disk is a throw-away snapshot, qemu
+# snapshot=on) and without its progress bar (apt's logs are on the share).
+dpkg_quick() {
+	echo force-unsafe-io >/etc/dpkg/dpkg.cfg.d/50-e2e
+	echo 'Dpkg::Use-Pty "0";' >/etc/apt/apt.conf.d/50-e2e
+}
+install_config() {
+	mkdir -p /etc/qmd/qmd.toml.d
+	install -m 0644 "$S/qmd.toml" /etc/qmd/qmd.toml
+}
+install_deb() {
+	local deb st
+	deb=$(cd "$S/pkg" && ls qmd_*.deb)
+	[ "$(wc -w <<<"$deb")" = 1 ] || { echo "want one qmd_*.deb in the share's pkg/, found: ${deb:-none}"; return 1; }
+	install_config
+	dpkg_quick
+	if ! (cd "$S/pkg" && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q "./$deb") >"$S/apt-install.log" 2>&1; then
+		echo "apt-get install ./$deb failed: $(grep -E '^(E|W): ' "$S/apt-install.log" | head -n 3 | paste -sd' ' -) (apt-install.log)"
 		return 1
 	fi
+	st=$(dpkg-query -W -f '${db:Status-Abbrev}${Version}' qmd 2>&1)
+	[ "$st" = "ii $(dpkg-deb -f "$S/pkg/$deb" Version)" ] || { echo "dpkg-query after apt-get install: '$st'"; return 1; }
+	st=$(systemctl is-enabled qmd.service 2>&1)
+	[ "$st" = enabled ] || { echo "the package did not enable qmd.service (is-enabled: $st)"; return 1; }
+	if ! systemctl is-active -q qmd.service; then
+		echo "the package did not start qmd.service ($(systemctl show -p ActiveState,SubState,Result --value qmd.service | paste -sd/ -)); qmd check-config: $(qmd check-config 2>&1 >/dev/null | tail -n 2 | paste -sd' ' -)"
+		return 1
+	fi
+	return 0
+}
+# E2E_SRC without packaging/: its `make install DESTDIR=share/root` tree.
+install_tree() {
 	[ -x "$S/root/usr/bin/qmd" ] || { echo "no usr/bin/qmd in the make install tree"; return 1; }
 	[ -f "$S/root/usr/lib/systemd/system/qmd.service" ] ||
 		{ echo "no usr/lib/systemd/system/qmd.service in the make install tree"; return 1; }
@@ -74,20 +107,31 @@ install_qmd() {
 	journalctl --update-catalog || { echo "journalctl --update-catalog failed"; return 1; }
 	# D-Bus policy from /usr/share/dbus-1/system.d: make the bus see it.
 	systemctl reload dbus.service || true
-	mkdir -p /etc/qmd/qmd.toml.d
-	install -m 0644 "$S/qmd.toml" /etc/qmd/qmd.toml
+	install_config
 	if ! timeout 300 systemctl enable --now qmd.service; then
 		echo "systemctl enable --now qmd.service failed: $(systemctl show -p ActiveState,SubState,Result --value qmd.service | paste -sd/ -)"
 		return 1
 	fi
 	return 0
 }
-log "installing qmd from the share"
+install_qmd() {
+	if [ -f "$S/install.err" ]; then
+		echo "building qmd failed on the build host: $(tail -n 1 "$S/install.err")"
+		return 1
+	fi
+	if [ -d "$S/pkg" ]; then
+		install_deb
+	else
+		install_tree
+	fi
+}
+t_i=$(date +%s)
+log "installing qmd from the share ($(cd "$S" && ls pkg/qmd_*.deb 2>/dev/null || echo "make install tree"))"
 if why=$(install_qmd 2>"$S/install.stderr"); then
 	echo ok >"$S/install.status"
 	# Scenario 1 checks that qmd.service keeps this MainPID (no restart).
 	systemctl show -p MainPID --value qmd.service >"$S/qmd-mainpid"
-	log "qmd installed and started: $(systemctl is-active qmd.service), MainPID $(cat "$S/qmd-mainpid"), NRestarts $(systemctl show -p NRestarts --value qmd.service)"
+	log "qmd installed in $(( $(date +%s) - t_i ))s and started: $(systemctl is-active qmd.service), MainPID $(cat "$S/qmd-mainpid"), NRestarts $(systemctl show -p NRestarts --value qmd.service), package $(dpkg-query -W -f '${Version}' qmd 2>/dev/null || echo none)"
 else
 	echo "$why" >"$S/install.status"
 	log "qmd NOT installed: $why"

@@ -28,9 +28,9 @@ UINT64_MAX=18446744073709551615
 declare -A NAMES=(
 	[0]=vm-preflight [1]=boot [2]=oom-score-adj [3]=crash [4]=crash-loop
 	[5]=memory [6]=pressure [7]=qmd-restart [8]=access [9]=watchdog
-	[10]=under-load
+	[10]=under-load [11]=upgrade [12]=remove
 )
-ALL_SCENARIOS="0 1 2 3 4 5 6 7 8 9 10"
+ALL_SCENARIOS="0 1 2 3 4 5 6 7 8 9 10 11 12"
 # Per-scenario time limits (seconds, inside the VM; the CPU is emulated).
 declare -A LIMITS=([0]=600 [3]=1200 [6]=600 [10]=1200)
 DEFAULT_LIMIT=420
@@ -737,6 +737,183 @@ s10() {
 	info "$(qmd_log "$since" | grep -c 'health check failed' || true) 'health check failed' warning(s) from qmd under load"
 
 	guard_qmd_check
+}
+
+# ---- the Debian package -----------------------------------------------------------
+
+# mprop PROPERTY: a property of the manager object.
+mprop() { busctl get-property "$BUS" "$MGR" "$MIF" "$1" | unsig; }
+# incidents_after ID: the incidents with an ID above ID (ListIncidents of all
+# partitions), one line each: ID<TAB>PARTITION<TAB>TYPE<TAB>SUMMARY<TAB>DETAILS,
+# DETAILS as "key=value key=value" (busctl's output, parsed with perl-base).
+incidents_after() {
+	local out
+	out=$(mcall ListIncidents stu "" "$1" 1000) || return 1
+	perl -e '
+		my $in = join("", <STDIN>);
+		my @t;
+		push @t, $1 while $in =~ /\G\s*("(?:[^"\\]|\\.)*"|\S+)/gc;
+		my $i = 0;
+		sub tok { my $v = $t[$i++] // ""; if ($v =~ /^"(.*)"$/s) { $v = $1; $v =~ s/\\(.)/$1/g } $v }
+		tok();    # the signature
+		my $n = tok();
+		for (1 .. $n) {
+			my ($id, $usec, $part, $type, $summary) = (tok(), tok(), tok(), tok(), tok());
+			my ($nd, @d) = (tok());
+			for (1 .. $nd) { my ($k, $sig, $v) = (tok(), tok(), tok()); push @d, "$k=$v" }
+			print join("\t", $id, $part, $type, $summary, join(" ", @d)), "\n";
+		}' <<<"$out"
+}
+# detail LINE KEY: a detail of an incidents_after line.
+detail() { cut -f5 <<<"$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+# pkg_state: dpkg's "Status-Abbrev Version" of qmd, e.g. "ii 0.0~git98.g08f454e".
+pkg_state() { dpkg-query -W -f '${db:Status-Abbrev}${Version}' qmd 2>/dev/null || echo "not known to dpkg"; }
+# ctr_facts NAME: "ID INIT-PID STATUS" of a container, one podman call (each
+# costs ~1 s of emulated CPU).
+ctr_facts() { podman inspect -f '{{.Id}} {{.State.Pid}} {{.State.Status}}' "$1" 2>/dev/null || echo "none 0 missing"; }
+# podman_events_bad SINCE ID: podman events of container ID since SINCE that
+# stop or restart it (none expected when only qmd restarts).
+podman_events_bad() {
+	podman events --since "$1" --until "$(date +%s)" --filter "container=$2" --format '{{.Status}}' 2>/dev/null |
+		grep -E 'died|stop|kill|remove|restart|cleanup' | paste -sd, - || true
+}
+
+# 11: upgrade: `apt-get install ./qmd_<higher>.deb` while the partition runs.
+# The package's postinst try-restarts qmd.service; the new qmd adopts the
+# partition: same container ID and init PID (podman and D-Bus MainPID), the
+# partition's NRestarts unchanged, qmd.service restarted by the upgrade (new
+# MainPID) and not by its watchdog, and the incidents since the upgrade are
+# exactly "upgrade" (from/to = the old and the new qmd version) and the
+# "adopt" of qm.
+s11() {
+	need_qmd
+	need_running
+	local deb v0 v1 want qv0 qv1 id0 pid0 st0 id1 pid1 st1 mpid0 nr0 nr1 qpid0 qpid1 qnr0 last0 since t incs n up ad r ev
+	[ ! -f "$S/pkg-next.err" ] || fail "the upgrade package was not built: $(tail -n 1 "$S/pkg-next.err")"
+	deb=$(cd "$S/pkg-next" 2>/dev/null && ls qmd_*.deb) || fail "no qmd_*.deb in the share's pkg-next/"
+	[ "$(wc -w <<<"$deb")" = 1 ] || fail "want one qmd_*.deb in pkg-next/, found: $deb"
+	v0=$(pkg_state)
+	[ "${v0%% *}" = ii ] || fail "qmd is not installed as a package (dpkg: $v0)"
+	v0=${v0#* }
+	want=$(dpkg-deb -f "$S/pkg-next/$deb" Version)
+	dpkg --compare-versions "$want" gt "$v0" || fail "the upgrade package's version $want is not above the installed $v0"
+	qv0=$(mprop Version)
+
+	# A partition that qmd already restarted, so that "NRestarts unchanged"
+	# means something (a whole run has crashed it in scenarios 3 and 10).
+	nr0=$(prop qm NRestarts)
+	if [ "$nr0" = 0 ]; then
+		say "NRestarts of qm is 0: one crash first"
+		crash_once qm >/dev/null || exit 1
+		wait_for 60 "partition NRestarts 1 after a crash" sh -c \
+			"busctl get-property $BUS $PART/qm $PIF NRestarts | grep -qx 'u 1'"
+		wait_for 60 "partition ActiveState active after a crash" sh -c \
+			"busctl get-property $BUS $PART/qm $PIF ActiveState | grep -qx 's \"active\"'"
+		nr0=$(prop qm NRestarts)
+	fi
+	read -r id0 pid0 st0 <<<"$(ctr_facts qm)"
+	[ "$st0" = running ] || fail "partition qm is $st0 before the upgrade"
+	mpid0=$(prop qm MainPID)
+	[ "$mpid0" = "$pid0" ] || fail "D-Bus MainPID $mpid0 differs from podman's init PID $pid0 before the upgrade"
+	qpid0=$(svc qmd.service MainPID); qnr0=$(svc qmd.service NRestarts)
+	last0=$(mprop LastIncidentId)
+	info "before: package $v0, qmd $qv0 (MainPID $qpid0), container ${id0:0:12} init PID $pid0, NRestarts $nr0, last incident $last0"
+
+	since=$(date +%s); t=$(now_ns)
+	if ! (cd "$S/pkg-next" && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q "./$deb") >/tmp/apt-upgrade.log 2>&1; then
+		cat /tmp/apt-upgrade.log
+		fail "apt-get install ./$deb failed: $(grep -E '^(E|W): ' /tmp/apt-upgrade.log | head -n 3 | paste -sd' ' -)"
+	fi
+	info "apt-get install ./$deb: $(secs $(( $(now_ns) - t )))s"
+	sed 's/^/apt| /' /tmp/apt-upgrade.log
+
+	v1=$(pkg_state)
+	[ "$v1" = "ii $want" ] || check_later "dpkg-query after the upgrade: '$v1', want 'ii $want'"
+	systemctl is-active -q qmd.service || fail "qmd.service is $(svc qmd.service ActiveState)/$(svc qmd.service SubState) after the upgrade"
+	qpid1=$(svc qmd.service MainPID)
+	[ "$qpid1" != "$qpid0" ] || check_later "qmd.service was not restarted by the upgrade (MainPID still $qpid0)"
+	r=$(qmd_restarts "$since" "$qnr0")
+	[ -z "$r" ] || check_later "$r"
+	qv1=$(mprop Version)
+	[ "$qv1" != "$qv0" ] || check_later "the running qmd's Version is still $qv0 after the upgrade"
+	[ "$(qmd version 2>&1)" = "qmd $qv1" ] || check_later "qmd version prints '$(qmd version 2>&1)', the running qmd says $qv1"
+
+	wait_for 60 "partition ActiveState active after the upgrade" sh -c \
+		"busctl get-property $BUS $PART/qm $PIF ActiveState | grep -qx 's \"active\"'"
+	read -r id1 pid1 st1 <<<"$(ctr_facts qm)"
+	[ "$st1" = running ] || fail "partition qm is $st1 after the upgrade"
+	[ "$id1" = "$id0" ] || check_later "container ID changed: $id0 -> $id1"
+	[ "$pid1" = "$pid0" ] || check_later "init PID (podman) changed: $pid0 -> $pid1"
+	[ "$(prop qm MainPID)" = "$pid0" ] || check_later "D-Bus MainPID changed: $pid0 -> $(prop qm MainPID)"
+	[ "$(prop qm ContainerId)" = "$id0" ] || check_later "D-Bus ContainerId $(prop qm ContainerId), want $id0"
+	nr1=$(prop qm NRestarts)
+	[ "$nr1" = "$nr0" ] || check_later "partition NRestarts went from $nr0 to $nr1 across the upgrade"
+	ev=$(podman_events_bad "$since" "$id0")
+	[ -z "$ev" ] || check_later "podman events for qm during the upgrade: $ev"
+
+	# The incidents since the upgrade: "upgrade" and "adopt", nothing else
+	# (listed after the checks above: a few seconds for a late one).
+	upgrade_and_adopt() {
+		local x
+		x=$(incidents_after "$last0") && grep -q $'\tupgrade\t' <<<"$x" && grep -q $'\tadopt\t' <<<"$x"
+	}
+	(wait_for 60 "upgrade and adopt incidents after $last0" upgrade_and_adopt) ||
+		say "no upgrade and adopt incidents after $last0 within 60s"
+	incs=$(incidents_after "$last0") || fail "ListIncidents after $last0 failed"
+	say "incidents after $last0:"; printf '  %s\n' "$incs"
+	info "incidents since the upgrade: $(cut -f2,3,5 <<<"$incs" | tr '\t' ' ' | paste -sd';' -)"
+	n=$(grep -c . <<<"$incs" || true)
+	up=$(awk -F'\t' '$3 == "upgrade"' <<<"$incs")
+	ad=$(awk -F'\t' '$3 == "adopt"' <<<"$incs")
+	if [ "$(grep -c . <<<"$up")" != 1 ]; then
+		check_later "want one upgrade incident since the upgrade, got $(grep -c . <<<"$up")"
+	elif [ "$(detail "$up" from)" != "$qv0" ] || [ "$(detail "$up" to)" != "$qv1" ]; then
+		check_later "upgrade incident from=$(detail "$up" from) to=$(detail "$up" to), want from=$qv0 to=$qv1 ($(cut -f4 <<<"$up"))"
+	fi
+	if [ "$(grep -c . <<<"$ad")" != 1 ] || [ "$(cut -f2 <<<"$ad")" != qm ]; then
+		check_later "want one adopt incident of qm since the upgrade, got: $(cut -f2,3 <<<"$ad" | tr '\t' ' ' | paste -sd, -)"
+	elif [ "$(detail "$ad" pid)" != "$pid0" ]; then
+		check_later "the adopt incident names init PID $(detail "$ad" pid), want $pid0"
+	fi
+	[ "$n" = 2 ] || check_later "want exactly the upgrade and the adopt incident since the upgrade, got $n: $(cut -f2,3 <<<"$incs" | tr '\t' ' ' | paste -sd, -)"
+	info "after: package ${v1#* }, qmd $qv1 (MainPID $qpid1), container ${id1:0:12} init PID $pid1, NRestarts $nr1"
+}
+
+# 12: remove: `apt-get remove qmd` (not purge) stops qmd and leaves the
+# partition running, unsupervised (same container and init PID); the package
+# is left in dpkg's "rc" state with /var/lib/qmd (the incident store) kept.
+# Run it last: no qmd afterwards.
+s12() {
+	need_qmd
+	need_running
+	local v0 v1 id0 pid0 st0 id1 pid1 st1 inner since t ev
+	v0=$(pkg_state)
+	[ "${v0%% *}" = ii ] || fail "qmd is not installed as a package (dpkg: $v0)"
+	read -r id0 pid0 st0 <<<"$(ctr_facts qm)"
+	[ "$st0" = running ] || fail "partition qm is $st0 before the removal"
+	since=$(date +%s); t=$(now_ns)
+	if ! DEBIAN_FRONTEND=noninteractive timeout 300 apt-get remove -y -q qmd >/tmp/apt-remove.log 2>&1; then
+		cat /tmp/apt-remove.log
+		fail "apt-get remove qmd failed: $(grep -E '^(E|W): ' /tmp/apt-remove.log | head -n 3 | paste -sd' ' -)"
+	fi
+	info "apt-get remove qmd: $(secs $(( $(now_ns) - t )))s"
+	sed 's/^/apt| /' /tmp/apt-remove.log
+	v1=$(pkg_state)
+	[ "${v1%% *}" = rc ] || check_later "dpkg-query after apt-get remove: '$v1', want rc (removed, not purged)"
+	! systemctl is-active -q qmd.service || check_later "qmd.service is still active after apt-get remove"
+	[ ! -e /usr/bin/qmd ] || check_later "/usr/bin/qmd is still there after apt-get remove"
+	[ -d /var/lib/qmd ] || check_later "/var/lib/qmd (the incident store) is gone after apt-get remove (only purge deletes it)"
+	# The partition after qmd's SIGTERM, and a moment later (QM's systemd
+	# answering takes a few seconds of emulated CPU).
+	ev=$(podman_events_bad "$since" "$id0")
+	[ -z "$ev" ] || check_later "podman events for qm during the removal: $ev"
+	inner=$(inner_state qm)
+	case $inner in running | degraded) ;; *) check_later "systemd inside qm is '$inner' after the removal" ;; esac
+	read -r id1 pid1 st1 <<<"$(ctr_facts qm)"
+	[ "$st1" = running ] || fail "partition qm is $st1 after apt-get remove qmd"
+	[ "$id1" = "$id0" ] || check_later "container ID changed: $id0 -> $id1"
+	[ "$pid1" = "$pid0" ] || check_later "init PID changed: $pid0 -> $pid1"
+	info "after: dpkg ${v1%% *}, qmd.service $(svc qmd.service ActiveState) ($(svc qmd.service LoadState)), container ${id1:0:12} $st1 init PID $pid1, QM systemd $inner"
 }
 
 # ---- runner ---------------------------------------------------------------------
