@@ -133,7 +133,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	rt := podman.New(cfg.Podman.Socket, cfg.Podman.Timeout.Duration)
-	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch, PodmanTimeout: cfg.Podman.Timeout.Duration}
+	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch, PodmanTimeout: cfg.Podman.Timeout.Duration,
+		Restore: func(name string) uint32 { return restoredRestarts(store, name) }}
 	if opts.Resources != nil {
 		sopts.Resources = opts.Resources(cfg, log)
 	}

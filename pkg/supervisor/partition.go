@@ -126,6 +126,9 @@ func newPartition(s *Supervisor, cfg *config.Partition) *partition {
 		p.retry.Rand = s.rand
 	}
 	p.st = Status{Name: cfg.Name, State: Inactive, SubState: SubDead, OOMScoreAdj: cfg.OOMScoreAdj, Changed: s.clock.Now()}
+	if s.restore != nil {
+		p.st.NRestarts = s.restore(cfg.Name)
+	}
 	snap := p.st
 	p.status.Store(&snap)
 	c := *cfg
@@ -580,7 +583,10 @@ func (p *partition) diedCode(code int32, reason string) {
 	if code == -1 {
 		what = "partition init exited"
 	}
-	p.record(incident.Restart, fmt.Sprintf("%s; restarting in %s", what, delay),
+	// The counter in the summary keeps every restart its own record (never
+	// coalesced: each one is in the journal, and the next qmd restores
+	// NRestarts from the highest).
+	p.record(incident.Restart, fmt.Sprintf("%s; restart %d in %s", what, p.st.NRestarts, delay),
 		map[string]string{"exit_code": strconv.Itoa(int(code)), "delay": delay.String(), "reason": reason,
 			"restarts": strconv.Itoa(int(p.st.NRestarts))})
 	// The timer first: whoever sees the published state may advance a

@@ -41,6 +41,11 @@ type Options struct {
 	PodmanTimeout time.Duration
 	// Reconnect bounds the delays between reconnection attempts.
 	ReconnectInitial, ReconnectMax time.Duration
+	// Restore, when set, gives a partition's counters as a previous qmd
+	// left them (NRestarts survives a qmd restart or upgrade, as systemd's
+	// does across a daemon re-exec). Called once per partition, before its
+	// loop starts.
+	Restore func(partition string) (nRestarts uint32)
 	// RetryInitial and RetryMax bound the delays before a partition
 	// retries work that failed on Podman (timeout, unavailable); default
 	// 200 ms and 10 s.
@@ -56,6 +61,7 @@ type Supervisor struct {
 	rand  func() float64
 	recon *backoff.Backoff
 
+	restore                func(partition string) uint32
 	newResources           ResourceFactory
 	procWatch              func(ctx context.Context, pid int) (<-chan struct{}, error)
 	podmanTimeout          time.Duration
@@ -108,7 +114,7 @@ func New(cfg *config.Config, o Options) *Supervisor {
 		rt: o.Runtime, sink: o.Sink, log: o.Log, clock: o.Clock, rand: o.Rand,
 		cfg: cfg, partitions: map[string]*partition{}, ready: make(chan struct{}),
 		newResources: o.Resources, procWatch: o.ProcWatch, podmanTimeout: o.PodmanTimeout,
-		retryInitial: o.RetryInitial, retryMax: o.RetryMax, pings: make(chan chan struct{}),
+		retryInitial: o.RetryInitial, retryMax: o.RetryMax, pings: make(chan chan struct{}), restore: o.Restore,
 	}
 	if s.podmanTimeout <= 0 {
 		s.podmanTimeout = 10 * time.Second
