@@ -252,7 +252,7 @@ func (p *partition) run(ctx context.Context) {
 			p.timer = nil
 			p.log.Debug("timer", zap.String("why", p.timerWhy))
 			if p.timerWhy == "restart" {
-				p.obsValid = false
+				p.invalidate() // one observation path: invalidate also bumps obsGen
 			}
 		case <-resyncC:
 			p.resync = nil

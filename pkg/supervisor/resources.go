@@ -171,11 +171,7 @@ func (p *partition) attachResources(id string, pid int) {
 			p.resFails = 0
 			p.cur = r
 			p.res.Store(&resHolder{r: r})
-			p.usage.Store(&usageSnap{at: time.Now(), u: u})
-			p.st.MemoryCurrent, p.st.MemoryHigh, p.st.MemoryMax = u.MemoryCurrent, u.MemoryHigh, u.MemoryMax
-			if u.CgroupPath != "" {
-				p.st.CgroupPath = u.CgroupPath
-			}
+			p.setUsage(u)
 			rctx, cancel := context.WithCancel(p.ctx)
 			p.resCancel = cancel
 			go func() {
@@ -323,8 +319,16 @@ func (p *partition) refreshUsage() {
 	if r == nil {
 		return
 	}
-	u := r.Usage()
+	p.setUsage(r.Usage())
+	p.publish("")
+}
+
+// setUsage takes a read of the policy's usage into the status and the
+// readers' snapshot (on the loop).
+func (p *partition) setUsage(u Usage) {
 	p.usage.Store(&usageSnap{at: time.Now(), u: u})
 	p.st.MemoryCurrent, p.st.MemoryHigh, p.st.MemoryMax = u.MemoryCurrent, u.MemoryHigh, u.MemoryMax
-	p.publish("")
+	if u.CgroupPath != "" {
+		p.st.CgroupPath = u.CgroupPath
+	}
 }
