@@ -209,8 +209,13 @@ type Protect struct {
 	Unit        string `toml:"unit"`   // systemd unit, e.g. "brakes.service"
 	Cgroup      string `toml:"cgroup"` // or a cgroup path
 	OOMScoreAdj int    `toml:"oom_score_adj"`
-	// WatchPressure adds a PSI trigger on this cgroup's memory.pressure.
+	// WatchPressure adds PSI "some" triggers on this cgroup's
+	// memory.pressure, cpu.pressure and io.pressure (cgroup v2).
 	WatchPressure bool `toml:"watch_pressure"`
+	// MemoryMin and MemoryLow become MemoryMin=/MemoryLow= on the unit
+	// (memory.min/memory.low on a cgroup entry); cgroup v2 only.
+	MemoryMin Size `toml:"memory_min"`
+	MemoryLow Size `toml:"memory_low"`
 }
 
 // Default returns the built-in configuration: what qmd does with no files.

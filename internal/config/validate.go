@@ -146,6 +146,7 @@ func Validate(c *Config, origin map[string]string) error {
 		} else if pr.OOMScoreAdj >= 0 {
 			v.fail(pre+".oom_score_adj", "%d: a protected (ASIL) process gets a negative value, -1000..-1", pr.OOMScoreAdj)
 		}
+		v.protectMemory(pre, pr)
 	}
 	return errors.Join(v.errs...)
 }
@@ -401,4 +402,22 @@ func (p Pids) Limit(pidMax uint64) (uint64, error) {
 		count = uint64(float64(pidMax) * pct / 100)
 	}
 	return count, nil
+}
+
+// protectMemory checks memory_min and memory_low of a [[protect]] entry:
+// "infinity" would let the unit pin every page of the host (nothing of
+// qmd's or the kernel's could be reclaimed from it), so a size or a
+// percentage is required; memory_min above memory_low is what systemd
+// accepts but never means what was wanted (low protects less than min).
+func (v *validator) protectMemory(pre string, pr Protect) {
+	if pr.MemoryMin.IsInfinity() {
+		v.fail(pre+".memory_min", "infinity would protect every page of the host for this unit: give a size such as \"256M\" or \"10%%\"")
+	}
+	if pr.MemoryLow.IsInfinity() {
+		v.fail(pre+".memory_low", "infinity would protect every page of the host for this unit: give a size such as \"512M\" or \"20%%\"")
+	}
+	mn, lo := pr.MemoryMin, pr.MemoryLow
+	if mn.Set && lo.Set && !mn.IsInfinity() && !lo.IsInfinity() && mn.Percent == 0 && lo.Percent == 0 && mn.Bytes > lo.Bytes {
+		v.fail(pre+".memory_low", "%s is below memory_min %s: memory_low is the wider, best-effort protection and must be at least memory_min", lo, mn)
+	}
 }
