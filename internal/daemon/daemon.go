@@ -26,10 +26,12 @@ import (
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/dbusapi"
+	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/internal/logging"
 	"github.com/containers/qmd/internal/podman"
 	"github.com/containers/qmd/internal/procwatch"
+	"github.com/containers/qmd/pkg/protect"
 	"github.com/containers/qmd/pkg/supervisor"
 )
 
@@ -42,8 +44,9 @@ type Options struct {
 	ConfigFiles []string
 	// LogLevel overrides log.level when set (--log-level).
 	LogLevel string
-	// Resources builds the resource policy; nil runs without one.
-	Resources func(cfg *config.Config, log *zap.Logger) supervisor.ResourceFactory
+	// Resources builds the resource policy; nil runs without one. prot
+	// is the host-level protector (nil when it could not be made).
+	Resources func(cfg *config.Config, log *zap.Logger, prot *protect.Protector) supervisor.ResourceFactory
 }
 
 // LoadConfig reads and checks the configuration as the daemon would.
@@ -132,11 +135,20 @@ func Run(ctx context.Context, opts Options) error {
 			Details: map[string]string{"from": prev, "to": Version}})
 	}
 
+	// ASIL protection first, before Podman is contacted, and independent
+	// of the partitions' states (pkg/protect).
+	g, gctx := errgroup.WithContext(ctx)
+	prot, closeProt := newProtector(cfg, log, rec)
+	defer closeProt()
+	if prot != nil {
+		g.Go(func() error { return prot.Run(gctx) })
+	}
+
 	rt := podman.New(cfg.Podman.Socket, cfg.Podman.Timeout.Duration)
 	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch, PodmanTimeout: cfg.Podman.Timeout.Duration,
 		Restore: func(name string) uint32 { return restoredRestarts(store, name) }}
 	if opts.Resources != nil {
-		sopts.Resources = opts.Resources(cfg, log)
+		sopts.Resources = opts.Resources(cfg, log, prot)
 	}
 	sup := supervisor.New(cfg, sopts)
 
@@ -161,6 +173,14 @@ func Run(ctx context.Context, opts Options) error {
 		if err := sup.Reload(next); err != nil {
 			return err
 		}
+		if prot != nil {
+			rctx, cancel := context.WithTimeout(gctx, 10*time.Second)
+			err := prot.Reconfigure(rctx, ProtectConfig(next, hostinfo.Read().MemTotal))
+			cancel()
+			if err != nil {
+				log.Warn("host-level protection not reconfigured", zap.Error(err))
+			}
+		}
 		if s := srv.Load(); s != nil {
 			if err := s.Sync(); err != nil {
 				log.Warn("d-bus objects not synced after reload", zap.Error(err))
@@ -180,7 +200,6 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	})
 
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sup.Run(gctx) })
 
 	// Wait for Podman and the first reconcile of every partition.

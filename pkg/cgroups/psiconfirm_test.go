@@ -43,4 +43,3 @@ func TestConfirmAgainstTotals(t *testing.T) {
 		t.Errorf("%d readings kept", len(tr.samples))
 	}
 }
-

@@ -13,9 +13,11 @@
 //	                                  configured cpu.quota later
 //	pids.max reached (fork bomb)   -> incident; restart after N in a window
 //
-// Every PSI trigger wake-up is confirmed against the pressure file's totals
-// before anything is done; a trigger whose cgroup went away stops firing
-// and is re-armed with backoff.
+// Host and ASIL pressure come from the host-level protector (pkg/protect)
+// as confirmed signals (Host.Pressure); the partition's own stall trigger
+// is here. Every PSI trigger wake-up is confirmed against the pressure
+// file's totals before anything is done; a trigger whose cgroup went away
+// stops firing and is re-armed with backoff.
 // The supervisor makes one Controller per start of the partition's init
 // (supervisor.ResourceFactory) and cancels it when the init is gone.
 package policy
@@ -39,30 +41,40 @@ import (
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/oom"
+	"github.com/containers/qmd/pkg/protect"
 	"github.com/containers/qmd/pkg/supervisor"
 )
 
 // Host is what every partition's controller shares: the cgroup hierarchy,
 // the systemd connection (when systemd manages the host) and host facts.
 type Host struct {
-	Hier      *cgroups.Hierarchy
-	ProcRoot  string
-	Systemd   cgroups.UnitPropertySetter // nil without systemd
-	Booted    bool                       // systemd is PID 1
-	MemTotal  uint64
-	PidMax    uint64
-	Protected []config.Protect
-	DryRun    bool
-	Resync    time.Duration
-	Log       *zap.Logger
-	// HostPressure is the PSI file watched for host memory pressure.
-	HostPressure string
+	Hier     *cgroups.Hierarchy
+	ProcRoot string
+	Systemd  cgroups.UnitPropertySetter // nil without systemd
+	Booted   bool                       // systemd is PID 1
+	MemTotal uint64
+	PidMax   uint64
+	DryRun   bool
+	Resync   time.Duration
+	Log      *zap.Logger
+	// Pressure delivers the host-level protector's confirmed host and
+	// ASIL pressure signals (pkg/protect); nil: none (no [[protect]] and
+	// no host_memory, or tests).
+	Pressure PressureSignals
+}
+
+// PressureSignals is the part of the host-level protector
+// (*protect.Protector) a partition's policy uses.
+type PressureSignals interface {
+	Subscribe() (<-chan protect.Signal, func())
 }
 
 // Factory builds the supervisor's ResourceFactory on the real host. When
 // the host offers no usable cgroup hierarchy it logs why and returns nil
 // (qmd then supervises without a resource policy).
-func Factory(cfg *config.Config, log *zap.Logger) supervisor.ResourceFactory {
+// prot is the host-level protector whose signals the partitions react
+// to (may be nil).
+func Factory(cfg *config.Config, log *zap.Logger, prot *protect.Protector) supervisor.ResourceFactory {
 	hier, err := cgroups.NewHierarchy(cgroups.DefaultRoot)
 	if err != nil {
 		log.Error("no cgroup hierarchy; running without resource policy", zap.Error(err))
@@ -72,8 +84,11 @@ func Factory(cfg *config.Config, log *zap.Logger) supervisor.ResourceFactory {
 	h := &Host{
 		Hier: hier, ProcRoot: "/proc", Booted: cgroups.SystemdBooted("/run"),
 		MemTotal: facts.MemTotal, PidMax: facts.PidMax,
-		Protected: cfg.Protect, DryRun: cfg.Policy.DryRun, Resync: cfg.Policy.Resync.Duration,
-		Log: log, HostPressure: "/proc/pressure/memory",
+		DryRun: cfg.Policy.DryRun, Resync: cfg.Policy.Resync.Duration,
+		Log: log,
+	}
+	if prot != nil { // never a typed nil in the interface
+		h.Pressure = prot
 	}
 	if h.Booted {
 		conn, err := sddbus.NewSystemConnectionContext(context.Background())
@@ -156,10 +171,10 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 	c.thr = newThrottle(c.configuredHigh(), step, floor, p.Pressure.RestoreAfter.Duration)
 	c.thr.minInterval = p.Pressure.Window.Duration
 	pol := oom.DefaultPolicy()
+	// The protected (ASIL) processes are audited by the host-level
+	// protector (pkg/protect), once for the host and also while no
+	// partition runs: this auditor keeps only the partition's scores.
 	pol.PartitionScore, pol.NestedScore = p.OOMScoreAdj, p.NestedOOMScoreAdj
-	for _, pr := range h.Protected {
-		pol.Protected = append(pol.Protected, oom.Protected{Unit: pr.Unit, Cgroup: pr.Cgroup, Score: pr.OOMScoreAdj})
-	}
 	c.audit = &oom.Auditor{
 		Policy: pol, ProcRoot: h.ProcRoot, Lister: h.Hier, Sink: hooks.Sink, DryRun: h.DryRun,
 		Partition: func() (oom.Target, bool) {

@@ -116,7 +116,7 @@ func fakeHost(t testing.TB) (*Host, string) {
 		t.Fatal(err)
 	}
 	return &Host{Hier: hier, ProcRoot: proc, MemTotal: 8 << 30, PidMax: 4194304, Resync: time.Hour,
-		Log: zap.NewNop(), HostPressure: filepath.Join(root, "no-psi-here")}, root
+		Log: zap.NewNop()}, root
 }
 
 func partitionConfig() *config.Partition {

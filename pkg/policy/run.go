@@ -17,6 +17,7 @@ import (
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/oom"
+	"github.com/containers/qmd/pkg/protect"
 	"github.com/containers/qmd/pkg/supervisor"
 )
 
@@ -43,6 +44,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		_ = c.audit.Run(ctx, oom.RunOptions{Resync: c.h.Resync, Report: c.reportAudit})
 	}()
 
+	var signals <-chan protect.Signal
+	if c.h.Pressure != nil {
+		ch, unsubscribe := c.h.Pressure.Subscribe()
+		defer unsubscribe()
+		signals = ch
+	}
 	trigs := c.startTriggers(ctx, time.Now())
 	defer trigs.close()
 	defer cancel() // before trigs.close: the forwarders end with ctx
@@ -88,15 +95,16 @@ func (c *Controller) Run(ctx context.Context) error {
 			if !c.confirmed(trigs, ev) {
 				continue
 			}
-			switch ev.t.kind {
-			case trigHostMemory, trigASILMemory:
-				c.onMemoryPressure(ev.at)
-				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
-			case trigASILCPU:
-				c.onCPUPressure(ev.at)
-				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
-			case trigStall:
+			if ev.t.kind == trigStall {
 				c.onStall(ctx, ev.at)
+			}
+		case sig, ok := <-signals:
+			if !ok {
+				signals = nil // the protector ended: no more host/ASIL signals
+				continue
+			}
+			if c.onSignal(sig) {
+				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
 			}
 		case now := <-rearm.C:
 			trigs.rearm(now)
@@ -116,22 +124,33 @@ func (c *Controller) resyncEvery() time.Duration {
 	return oom.DefaultResync
 }
 
-// startTriggers registers the PSI triggers the configuration asks for.
+// onSignal handles a confirmed host or ASIL pressure window from the
+// host-level protector. Host memory pressure counts only for a partition
+// that asked for it (pressure.host_memory): the protector watches the host
+// when any partition does. It reports whether the signal was this
+// partition's (and so resets its restore timer).
+func (c *Controller) onSignal(sig protect.Signal) bool {
+	switch sig.Kind {
+	case protect.Memory:
+		if sig.Source == protect.HostSource && !c.cfg.Pressure.HostMemory {
+			return false
+		}
+		c.onMemoryPressure(sig.At)
+	case protect.CPU:
+		c.onCPUPressure(sig.At)
+	case protect.IO:
+		c.onIOPressure(sig.At)
+	default:
+		return false
+	}
+	return true
+}
+
+// startTriggers registers the partition's own PSI triggers (its stall
+// trigger); host and ASIL pressure come from the protector.
 func (c *Controller) startTriggers(ctx context.Context, now time.Time) *trigSet {
 	s := newTrigSet(ctx, c)
 	pr := c.cfg.Pressure
-	if pr.HostMemory && c.h.HostPressure != "" {
-		s.add(now, "host memory", trigHostMemory, c.h.HostPressure, cgroups.PSISome, pr.Threshold.Duration)
-	}
-	for _, p := range c.h.Protected {
-		if !p.WatchPressure {
-			continue
-		}
-		prot := oom.Protected{Unit: p.Unit, Cgroup: p.Cgroup}
-		dir := c.h.Hier.Root + prot.Path()
-		s.add(now, "ASIL memory "+prot.Path(), trigASILMemory, filepath.Join(dir, "memory.pressure"), cgroups.PSISome, pr.Threshold.Duration)
-		s.add(now, "ASIL cpu "+prot.Path(), trigASILCPU, filepath.Join(dir, "cpu.pressure"), cgroups.PSISome, pr.CPUThreshold.Duration)
-	}
 	if c.cg.Version() == cgroups.V2 && pr.StallAction != "none" {
 		s.add(now, "partition stall", trigStall, filepath.Join(c.cg.Dir("memory"), "memory.pressure"), cgroups.PSIFull, pr.StallThreshold.Duration)
 	}
@@ -149,7 +168,7 @@ func (c *Controller) confirmed(s *trigSet, ev trigEvent) bool {
 	var growth uint64
 	ok := false
 	if err == nil {
-		growth, ok = t.confirm(ev.at, total)
+		growth, ok = t.conf.Confirm(ev.at, total)
 	}
 	if ok {
 		return true

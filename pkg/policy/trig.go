@@ -14,11 +14,10 @@ import (
 // trigKind says what a confirmed firing of a trigger means.
 type trigKind int
 
+// The host and ASIL triggers moved to the host-level protector
+// (pkg/protect, Host.Pressure); a partition keeps its own stall trigger.
 const (
-	trigHostMemory trigKind = iota // host memory pressure: throttle
-	trigASILMemory                 // a protected unit's memory pressure: throttle
-	trigASILCPU                    // a protected unit's CPU pressure: cpu quota
-	trigStall                      // the partition's own full memory pressure
+	trigStall trigKind = iota // the partition's own full memory pressure
 )
 
 // psiSource is a registered PSI trigger: *cgroups.PSITrigger, or a fake
@@ -42,9 +41,6 @@ func openPSITrigger(spec cgroups.PSITriggerSpec) (psiSource, error) {
 // not be registered: from rearmMin, doubling, up to the resync period.
 const defaultRearmMin = time.Second
 
-// maxSamples bounds the readings kept per trigger.
-const maxSamples = 16
-
 // sample is one reading of a pressure file's total.
 type sample struct {
 	at    time.Time
@@ -65,7 +61,7 @@ type trig struct {
 	gen  int           // arm generation: events of an earlier arm are stale
 	stop chan struct{} // ends the current arm's forwarder
 
-	samples []sample // readings of the total, oldest first
+	conf cgroups.PSIConfirmer // readings of the total: confirms firings
 
 	down     bool // not armed; retried at retryAt
 	reported bool // the outage was logged (once per outage)
@@ -129,7 +125,8 @@ func (s *trigSet) arm(t *trig, now time.Time) error {
 	t.stop = make(chan struct{})
 	// The kernel counts a new trigger's stall from its registration: so
 	// does the confirmation.
-	t.samples = t.samples[:0]
+	t.conf.Window, t.conf.Threshold = t.reg.Window, t.reg.Threshold
+	t.conf.Reset()
 	s.sample(t, now)
 	s.wg.Add(1)
 	go s.forward(t, t.gen, src.C(), t.stop)
@@ -265,57 +262,6 @@ func (s *trigSet) read(t *trig) (uint64, error) {
 
 func (s *trigSet) sample(t *trig, now time.Time) {
 	if v, err := s.read(t); err == nil {
-		t.add(now, v)
-	}
-}
-
-// confirm checks a firing at `at` against the pressure file: the total of
-// the trigger's line must have grown by at least the registered threshold
-// over the window. The baseline is the newest reading at least one window
-// older than the firing: the growth since then covers the whole window, so
-// a real firing (threshold stalled within the last window) always
-// confirms. Without such a reading the oldest one is used, normally the
-// one taken at registration, from which the kernel counts too. A total
-// that went backwards is another file (a re-created cgroup): no
-// confirmation, and the readings start over.
-func (t *trig) confirm(at time.Time, total uint64) (growth uint64, ok bool) {
-	if len(t.samples) == 0 {
-		t.add(at, total)
-		return 0, false
-	}
-	base := t.samples[0]
-	for _, s := range t.samples[1:] {
-		if !s.at.After(at.Add(-t.reg.Window)) {
-			base = s
-		}
-	}
-	if total < base.total {
-		t.samples = t.samples[:0]
-		t.add(at, total)
-		return 0, false
-	}
-	growth = total - base.total
-	t.add(at, total)
-	return growth, growth >= uint64(t.reg.Threshold.Microseconds())
-}
-
-// add keeps a reading: the newest one that is at least a window old (the
-// next baseline) and everything newer.
-func (t *trig) add(at time.Time, total uint64) {
-	if n := len(t.samples); n > 0 && at.Before(t.samples[n-1].at) {
-		at = t.samples[n-1].at
-	}
-	t.samples = append(t.samples, sample{at: at, total: total})
-	keep := 0
-	for i, s := range t.samples {
-		if !s.at.After(at.Add(-t.reg.Window)) {
-			keep = i
-		}
-	}
-	if n := len(t.samples) - keep; n > maxSamples {
-		keep = len(t.samples) - maxSamples
-	}
-	if keep > 0 {
-		t.samples = append(t.samples[:0], t.samples[keep:]...)
+		t.conf.Add(now, v)
 	}
 }

@@ -123,12 +123,12 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("protect[%d]: set only one of unit and cgroup", i))
 			continue
 		case e.Cgroup != "" && (!strings.HasPrefix(e.Cgroup, "/") || strings.Contains(e.Cgroup, "..") || path.Clean(e.Cgroup) == "/"):
-			errs = append(errs, fmt.Errorf("protect[%d].cgroup: %q must be an absolute cgroup path below the root, without ..", i, e.Cgroup))
+			errs = append(errs, fmt.Errorf("protect[%d].cgroup: %q must be an absolute cgroup path below the root, without \"..\" elements", i, e.Cgroup))
 		case e.Unit != "" && strings.ContainsAny(e.Unit, "/ \x00"):
 			errs = append(errs, fmt.Errorf("protect[%d].unit: %q is not a unit name", i, e.Unit))
 		}
 		if e.OOMScoreAdj < -1000 || e.OOMScoreAdj > 0 {
-			errs = append(errs, fmt.Errorf("protect[%d].oom_score_adj: %d outside -1000..-1", i, e.OOMScoreAdj))
+			errs = append(errs, fmt.Errorf("protect[%d].oom_score_adj: %d outside -1000..0 (0: not audited)", i, e.OOMScoreAdj))
 		}
 		if j, dup := seen[e.Name()]; dup {
 			errs = append(errs, fmt.Errorf("protect[%d]: %s is already protect[%d]", i, e.Name(), j))

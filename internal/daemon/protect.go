@@ -1,0 +1,91 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"go.uber.org/zap"
+
+	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/hostinfo"
+	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/pkg/cgroups"
+	"github.com/containers/qmd/pkg/protect"
+)
+
+// defaultIOThreshold is the ASIL io "some" stall per window that counts as
+// IO pressure until the IO policy ([partition.io] threshold) sets it.
+const defaultIOThreshold = 100 * time.Millisecond
+
+// ProtectConfig maps the configuration to the host-level protector's: the
+// [[protect]] entries, and triggers as sensitive as the most sensitive
+// partition asks (the shortest window, the lowest thresholds): the
+// protector watches once for all partitions, each partition's policy
+// reacts to every confirmed signal. Host memory is watched when any
+// partition asks for pressure.host_memory.
+func ProtectConfig(cfg *config.Config, memTotal uint64) protect.Config {
+	pc := protect.Config{Resync: cfg.Policy.Resync.Duration, DryRun: cfg.Policy.DryRun, IOThreshold: defaultIOThreshold}
+	parts := cfg.Partitions
+	if len(parts) == 0 {
+		parts = []config.Partition{config.DefaultPartition("qm")}
+	}
+	for i, p := range parts {
+		pr := p.Pressure
+		if i == 0 || pr.Window.Duration < pc.Window {
+			pc.Window = pr.Window.Duration
+		}
+		if i == 0 || pr.Threshold.Duration < pc.MemoryThreshold {
+			pc.MemoryThreshold = pr.Threshold.Duration
+		}
+		if i == 0 || pr.CPUThreshold.Duration < pc.CPUThreshold {
+			pc.CPUThreshold = pr.CPUThreshold.Duration
+		}
+		pc.HostMemory = pc.HostMemory || pr.HostMemory
+	}
+	// A threshold meant for a wider window is clamped to the shortest.
+	pc.MemoryThreshold = min(pc.MemoryThreshold, pc.Window)
+	pc.CPUThreshold = min(pc.CPUThreshold, pc.Window)
+	pc.IOThreshold = min(pc.IOThreshold, pc.Window)
+	for _, e := range cfg.Protect {
+		pc.Entries = append(pc.Entries, protect.Entry{
+			Unit: e.Unit, Cgroup: e.Cgroup, OOMScoreAdj: e.OOMScoreAdj, WatchPressure: e.WatchPressure,
+			MemoryMin: e.MemoryMin.Resolve(memTotal), MemoryMinSet: e.MemoryMin.Set,
+			MemoryLow: e.MemoryLow.Resolve(memTotal), MemoryLowSet: e.MemoryLow.Set,
+		})
+	}
+	return pc
+}
+
+// newProtector builds the host-level protector (nil when it cannot be
+// made: logged). It talks to systemd when systemd is PID 1. With nothing
+// to protect it still runs (idle: one resync tick), so that a reload can
+// add entries.
+func newProtector(cfg *config.Config, log *zap.Logger, rec incident.Sink) (*protect.Protector, func()) {
+	pc := ProtectConfig(cfg, hostinfo.Read().MemTotal)
+	o := protect.Options{Log: log.With(zap.String("subsystem", "protect")),
+		Incident: func(inc protect.Incident) {
+			rec.Record(incident.Incident{Type: incident.Type(inc.Type), Summary: inc.Summary, Details: inc.Details})
+		}}
+	closeFn := func() {}
+	if cgroups.SystemdBooted("/run") {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn, err := sddbus.NewSystemConnectionContext(ctx)
+		cancel()
+		if err != nil {
+			log.Warn("systemd's D-Bus API not reachable: protected units cannot be resolved (cgroup entries still work)", zap.Error(err))
+		} else {
+			o.Systemd = protect.SystemdConn{Conn: conn}
+			closeFn = conn.Close
+		}
+	}
+	p, err := protect.New(o, pc)
+	if err != nil {
+		log.Error("host-level protection not started", zap.Error(err))
+		closeFn()
+		return nil, func() {}
+	}
+	log.Info("host-level protection", zap.Int("protected", len(pc.Entries)), zap.Bool("host_memory", pc.HostMemory),
+		zap.Bool("systemd", o.Systemd != nil), zap.Duration("window", pc.Window))
+	return p, closeFn
+}
