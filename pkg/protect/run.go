@@ -105,6 +105,7 @@ func (p *Protector) Run(ctx context.Context) error {
 			p.loops.Add(1)
 			now := time.Now()
 			p.reconfigure(ctx, req.cfg, now)
+			p.publishStatus() // visible when Reconfigure returns
 			close(req.done)
 			resync.Reset(p.resyncEvery())
 			p.au.audit(ctx)

@@ -1,0 +1,256 @@
+package protect
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/containers/qmd/pkg/cgroups"
+)
+
+// psiText is a pressure file with the given some total (µs).
+func psiText(some uint64) string {
+	return fmt.Sprintf("some avg10=0.00 avg60=0.00 avg300=0.00 total=%d\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n", some)
+}
+
+func write(t testing.TB, root string, files map[string]string) {
+	t.Helper()
+	for name, v := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pressureFiles are a fake cgroup's three pressure files.
+func pressureFiles(cg string, some uint64) map[string]string {
+	m := map[string]string{}
+	for _, k := range []Kind{Memory, CPU, IO} {
+		m[filepath.Join(cg, k.file())] = psiText(some)
+	}
+	return m
+}
+
+// fakeSource is a PSI trigger driven by the test: fire delivers a firing,
+// end closes it as the kernel's POLLERR would.
+type fakeSource struct {
+	spec   cgroups.PSITriggerSpec
+	ch     chan time.Time
+	once   sync.Once
+	mu     sync.Mutex
+	closed bool
+}
+
+func (f *fakeSource) C() <-chan time.Time { return f.ch }
+func (f *fakeSource) Registration() cgroups.PSIRegistration {
+	return cgroups.PSIRegistration{Spec: f.spec}
+}
+func (f *fakeSource) Err() error { return cgroups.ErrGone }
+func (f *fakeSource) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	return nil
+}
+func (f *fakeSource) isClosed() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.closed }
+func (f *fakeSource) end()           { f.once.Do(func() { close(f.ch) }) }
+
+// fakeTriggers opens fakeSources for pressure files that exist.
+type fakeTriggers struct {
+	mu      sync.Mutex
+	sources map[string][]*fakeSource
+	opens   int
+}
+
+func newFakeTriggers() *fakeTriggers { return &fakeTriggers{sources: map[string][]*fakeSource{}} }
+
+func (f *fakeTriggers) open(spec cgroups.PSITriggerSpec) (Source, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opens++
+	if _, err := os.Stat(spec.Path); err != nil {
+		return nil, fmt.Errorf("open %s: %w", spec.Path, cgroups.ErrUnsupported)
+	}
+	s := &fakeSource{spec: spec, ch: make(chan time.Time)}
+	f.sources[spec.Path] = append(f.sources[spec.Path], s)
+	return s, nil
+}
+
+// count is how many sources were opened on path.
+func (f *fakeTriggers) count(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sources[path])
+}
+
+func (f *fakeTriggers) latest(t *testing.T, path string) *fakeSource {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ss := f.sources[path]
+	if len(ss) == 0 {
+		t.Fatalf("no trigger on %s", path)
+	}
+	return ss[len(ss)-1]
+}
+
+// fakeSystemd resolves units from a map and records property changes.
+type fakeSystemd struct {
+	mu      sync.Mutex
+	cgroups map[string]string
+	lookups int
+	props   map[string][]sddbus.Property
+	runtime bool
+}
+
+func newFakeSystemd(units map[string]string) *fakeSystemd {
+	return &fakeSystemd{cgroups: units, props: map[string][]sddbus.Property{}}
+}
+
+func (f *fakeSystemd) ControlGroup(_ context.Context, unit string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookups++
+	return f.cgroups[unit], nil
+}
+
+func (f *fakeSystemd) SetUnitProperties(_ context.Context, unit string, runtime bool, props ...sddbus.Property) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.props[unit] = append(f.props[unit], props...)
+	f.runtime = runtime
+	return nil
+}
+
+func (f *fakeSystemd) set(unit, cg string) {
+	f.mu.Lock()
+	f.cgroups[unit] = cg
+	f.mu.Unlock()
+}
+
+// eventually polls cond (an effect of the Run loop, on its own goroutine).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// fakeV2 is a fake cgroup2 tree (PSIRoot and memory on v2).
+func fakeV2(t *testing.T) string {
+	root := t.TempDir()
+	write(t, root, map[string]string{"cgroup.controllers": "cpu io memory pids\n", "cgroup.procs": ""})
+	return root
+}
+
+func testConfig(entries ...Entry) Config {
+	return Config{Entries: entries, Window: 2 * time.Second, MemoryThreshold: 150 * time.Millisecond,
+		CPUThreshold: 100 * time.Millisecond, IOThreshold: 100 * time.Millisecond, Resync: time.Hour}
+}
+
+type harness struct {
+	p    *Protector
+	ft   *fakeTriggers
+	sd   *fakeSystemd
+	root string
+	logs *observer.ObservedLogs
+	mu   sync.Mutex
+	incs []Incident
+}
+
+func (h *harness) incidents(typ string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, i := range h.incs {
+		if i.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// start runs a protector on a fake tree with fake triggers; sd may be nil
+// (no systemd).
+func start(t *testing.T, root string, sd *fakeSystemd, cfg Config, tweak func(*Options)) *harness {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	h := &harness{ft: newFakeTriggers(), sd: sd, root: root, logs: logs}
+	o := Options{CgroupRoot: root, ProcRoot: filepath.Join(root, "no-proc"), Log: zap.New(core),
+		OpenTrigger: h.ft.open, RearmMin: time.Millisecond,
+		Incident: func(i Incident) { h.mu.Lock(); h.incs = append(h.incs, i); h.mu.Unlock() }}
+	if sd != nil {
+		o.Systemd = sd
+	}
+	if tweak != nil {
+		tweak(&o)
+	}
+	p, err := New(o, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.p = p
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return h
+}
+
+func (h *harness) file(cg string, k Kind) string {
+	return filepath.Join(h.root, filepath.FromSlash(cg), k.file())
+}
+
+func (h *harness) waitArmed(t *testing.T, cg string, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d arms on %s", n, cg), func() bool {
+		for _, k := range []Kind{Memory, CPU, IO} {
+			if h.ft.count(h.file(cg, k)) < n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func recv(t *testing.T, ch <-chan Signal) Signal {
+	t.Helper()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("no signal")
+	}
+	return Signal{}
+}
+
+func noSignal(t *testing.T, ch <-chan Signal) {
+	t.Helper()
+	select {
+	case s := <-ch:
+		t.Fatalf("unexpected signal %+v", s)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
