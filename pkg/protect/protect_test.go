@@ -346,3 +346,41 @@ func TestSlowSubscriberNeverBlocks(t *testing.T) {
 		t.Errorf("signals %d dropped %d; want %d, %d", st.Signals, st.Dropped, n, n-subBuffer)
 	}
 }
+
+// TestOOMScoreKeptAcrossRestart: a protected unit's processes are kept at
+// its oom_score_adj (fake /proc): repaired at start with an incident, and
+// the process of the restarted unit (new cgroup, re-armed triggers) too,
+// without any partition.
+func TestOOMScoreKeptAcrossRestart(t *testing.T) {
+	root := fakeV2(t)
+	proc := filepath.Join(root, "proc")
+	cg1, cg2 := "/asil.slice/brakes.service/run-1", "/asil.slice/brakes.service/run-2"
+	write(t, root, pressureFiles(cg1, 0))
+	write(t, root, map[string]string{filepath.Join(cg1, "cgroup.procs"): "100\n",
+		"proc/100/cgroup": "0::" + cg1 + "\n", "proc/100/oom_score_adj": "0\n", "proc/100/comm": "brakes\n"})
+	sd := newFakeSystemd(map[string]string{"brakes.service": cg1})
+	h := start(t, root, sd, testConfig(Entry{Unit: "brakes.service", OOMScoreAdj: -900, WatchPressure: true}),
+		func(o *Options) { o.ProcRoot = proc })
+	readScore := func(pid string) string {
+		b, _ := os.ReadFile(filepath.Join(proc, pid, "oom_score_adj"))
+		return strings.TrimSpace(string(b))
+	}
+	eventually(t, "repair at start", func() bool { return readScore("100") == "-900" && h.incidents("oom-score-repair") == 1 })
+	h.mu.Lock()
+	inc := h.incs[0]
+	h.mu.Unlock()
+	if inc.Details["protect"] != "brakes.service" || inc.Details["old"] != "0" || inc.Details["new"] != "-900" {
+		t.Errorf("incident %+v", inc)
+	}
+	h.waitArmed(t, cg1, 1)
+	// The unit restarts into a new cgroup with a new process at 0.
+	write(t, root, pressureFiles(cg2, 0))
+	write(t, root, map[string]string{filepath.Join(cg2, "cgroup.procs"): "200\n",
+		"proc/200/cgroup": "0::" + cg2 + "\n", "proc/200/oom_score_adj": "0\n", "proc/200/comm": "brakes\n"})
+	sd.set("brakes.service", cg2)
+	for _, k := range []Kind{Memory, CPU, IO} {
+		h.ft.latest(t, h.file(cg1, k)).end()
+	}
+	h.waitArmed(t, cg2, 1)
+	eventually(t, "the restarted unit's process repaired", func() bool { return readScore("200") == "-900" && h.incidents("oom-score-repair") == 2 })
+}
