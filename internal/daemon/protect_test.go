@@ -1,0 +1,49 @@
+package daemon
+
+import (
+	"testing"
+	"time"
+
+	"github.com/containers/qmd/internal/config"
+)
+
+// TestProtectConfig: the protector watches as sensitively as the most
+// sensitive partition, host memory when any partition asks, and gets the
+// [[protect]] entries with their sizes resolved.
+func TestProtectConfig(t *testing.T) {
+	a, b := config.DefaultPartition("a"), config.DefaultPartition("b")
+	a.Pressure.HostMemory, b.Pressure.HostMemory = false, true
+	a.Pressure.Window = config.Duration{Duration: 2 * time.Second}
+	a.Pressure.Threshold = config.Duration{Duration: 100 * time.Millisecond}
+	b.Pressure.Window = config.Duration{Duration: time.Second}
+	b.Pressure.CPUThreshold = config.Duration{Duration: 50 * time.Millisecond}
+	b.Pressure.Threshold = config.Duration{Duration: 300 * time.Millisecond}
+	cfg := config.Default()
+	cfg.Partitions = []config.Partition{a, b}
+	mn, _ := config.ParseSize("256M")
+	low, _ := config.ParseSize("10%")
+	cfg.Protect = []config.Protect{{Unit: "brakes.service", OOMScoreAdj: -900, WatchPressure: true, MemoryMin: mn, MemoryLow: low}}
+	pc := ProtectConfig(cfg, 8<<30)
+	if pc.Window != time.Second || pc.MemoryThreshold != 100*time.Millisecond || pc.CPUThreshold != 50*time.Millisecond ||
+		pc.IOThreshold != defaultIOThreshold || !pc.HostMemory {
+		t.Errorf("triggers %+v", pc)
+	}
+	if err := pc.Validate(); err != nil {
+		t.Errorf("mapped config invalid: %v", err)
+	}
+	if len(pc.Entries) != 1 {
+		t.Fatalf("entries %+v", pc.Entries)
+	}
+	e := pc.Entries[0]
+	if e.Unit != "brakes.service" || e.OOMScoreAdj != -900 || !e.WatchPressure || !e.MemoryMinSet || e.MemoryMin != 256<<20 ||
+		!e.MemoryLowSet || e.MemoryLow != (8<<30)/10 {
+		t.Errorf("entry %+v", e)
+	}
+	// No partition: the defaults' triggers; a threshold above the window
+	// is clamped.
+	cfg.Partitions = nil
+	pc = ProtectConfig(cfg, 8<<30)
+	if err := pc.Validate(); err != nil {
+		t.Errorf("defaults invalid: %v", err)
+	}
+}
