@@ -24,7 +24,7 @@ import (
 type auditor struct {
 	p      *Protector
 	lister oom.Lister
-	failed map[string]bool // entries whose last audit failed (logged once)
+	failed map[string]bool // audit failures already warned about
 }
 
 func newAuditor(p *Protector) auditor {
@@ -71,17 +71,20 @@ func (a *auditor) audit(ctx context.Context) {
 		p.incident(Incident{Type: "oom-score-repair", Summary: summary, Details: d})
 	}
 	if err != nil {
-		// A write refused (no CAP_SYS_RESOURCE) repeats every tick: log
-		// it at warn once, then at debug until an audit succeeds.
-		if !a.failed[""] {
-			a.failed[""] = true
-			p.log.Warn("protected units' oom_score_adj audit", zap.Error(err))
-		} else {
+		// A write refused (no CAP_SYS_RESOURCE) repeats on every audit:
+		// each distinct failure (it names the pid) is a warning once,
+		// then debug.
+		msg := err.Error()
+		if a.failed[msg] {
 			p.log.Debug("protected units' oom_score_adj audit", zap.Error(err))
+			return
 		}
-		return
+		if len(a.failed) >= 256 {
+			clear(a.failed)
+		}
+		a.failed[msg] = true
+		p.log.Warn("protected units' oom_score_adj audit", zap.Error(err))
 	}
-	a.failed[""] = false
 }
 
 // owner names the protected entry a cgroup path belongs to.

@@ -190,6 +190,11 @@ func (h *harness) incidents(typ string) int {
 // start runs a protector on a fake tree with fake triggers; sd may be nil
 // (no systemd).
 func start(t *testing.T, root string, sd *fakeSystemd, cfg Config, tweak func(*Options)) *harness {
+	return startWith(t, root, sd, nil, cfg, tweak)
+}
+
+// startWith is start with systemd's unit change events (events nil: none).
+func startWith(t *testing.T, root string, sd *fakeSystemd, events chan string, cfg Config, tweak func(*Options)) *harness {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	h := &harness{ft: newFakeTriggers(), sd: sd, root: root, logs: logs}
@@ -198,6 +203,9 @@ func start(t *testing.T, root string, sd *fakeSystemd, cfg Config, tweak func(*O
 		Incident: func(i Incident) { h.mu.Lock(); h.incs = append(h.incs, i); h.mu.Unlock() }}
 	if sd != nil {
 		o.Systemd = sd
+		if events != nil {
+			o.Systemd = watchingSystemd{fakeSystemd: sd, events: events}
+		}
 	}
 	if tweak != nil {
 		tweak(&o)
@@ -254,3 +262,11 @@ func noSignal(t *testing.T, ch <-chan Signal) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// watchingSystemd is a fakeSystemd that also reports unit changes.
+type watchingSystemd struct {
+	*fakeSystemd
+	events chan string
+}
+
+func (w watchingSystemd) WatchUnits(ctx context.Context) (<-chan string, error) { return w.events, nil }

@@ -384,3 +384,60 @@ func TestOOMScoreKeptAcrossRestart(t *testing.T) {
 	h.waitArmed(t, cg2, 1)
 	eventually(t, "the restarted unit's process repaired", func() bool { return readScore("200") == "-900" && h.incidents("oom-score-repair") == 2 })
 }
+
+// TestUnitFollowedOnSystemdEvents: with systemd's unit change events, a
+// restarted unit is followed at once: a unit without pressure triggers
+// gets its new process's oom_score_adj repaired without waiting for the
+// resync tick, and a watched unit that moved to another cgroup has its
+// triggers moved at once (no backoff); events of other units cost nothing.
+func TestUnitFollowedOnSystemdEvents(t *testing.T) {
+	root := fakeV2(t)
+	proc := filepath.Join(root, "proc")
+	a1, a2 := "/asil.slice/a.service", "/other.slice/a.service"
+	b := "/asil.slice/b.service"
+	write(t, root, pressureFiles(a1, 0))
+	write(t, root, map[string]string{filepath.Join(b, "cgroup.procs"): "100\n",
+		"proc/100/cgroup": "0::" + b + "\n", "proc/100/oom_score_adj": "-800\n", "proc/100/comm": "b\n"})
+	sd := newFakeSystemd(map[string]string{"a.service": a1, "b.service": b})
+	events := make(chan string, 10)
+	h := startWith(t, root, sd, events, testConfig(Entry{Unit: "a.service", OOMScoreAdj: -900, WatchPressure: true},
+		Entry{Unit: "b.service", OOMScoreAdj: -800}), func(o *Options) { o.ProcRoot = proc; o.RearmMin = time.Hour })
+	h.waitArmed(t, a1, 1)
+	readScore := func(pid string) string {
+		b, _ := os.ReadFile(filepath.Join(proc, pid, "oom_score_adj"))
+		return strings.TrimSpace(string(b))
+	}
+	// b restarts (same cgroup, new process at 0).
+	write(t, root, map[string]string{filepath.Join(b, "cgroup.procs"): "200\n",
+		"proc/200/cgroup": "0::" + b + "\n", "proc/200/oom_score_adj": "0\n", "proc/200/comm": "b\n"})
+	events <- "b.service"
+	eventually(t, "b's new process repaired on the event", func() bool { return readScore("200") == "-800" })
+	// a restarts into another slice: its triggers end; the event moves them
+	// at once (RearmMin is an hour: only the event can do it).
+	write(t, root, pressureFiles(a2, 0))
+	sd.set("a.service", a2)
+	for _, k := range []Kind{Memory, CPU, IO} {
+		h.ft.latest(t, h.file(a1, k)).end()
+	}
+	events <- "a.service"
+	h.waitArmed(t, a2, 1)
+	eventually(t, "status: watching in the new cgroup", func() bool {
+		st := h.p.Status()
+		return st[0].Cgroup == a2 && st[0].State == "watching"
+	})
+	// Events of unrelated units: no look-up.
+	sd.mu.Lock()
+	before := sd.lookups
+	sd.mu.Unlock()
+	for i := 0; i < 5; i++ {
+		events <- "cron.service"
+	}
+	eventually(t, "events drained", func() bool { return len(events) == 0 })
+	time.Sleep(20 * time.Millisecond)
+	sd.mu.Lock()
+	after := sd.lookups
+	sd.mu.Unlock()
+	if after != before {
+		t.Errorf("%d look-ups for unrelated units", after-before)
+	}
+}

@@ -96,11 +96,19 @@ func (p *Protector) Run(ctx context.Context) error {
 		}
 	}
 	schedule(now)
+	units := p.watchUnits(ctx)
 	for {
 		p.publishStatus()
 		select {
 		case <-ctx.Done():
 			return nil
+		case name := <-units:
+			p.loops.Add(1)
+			now := time.Now()
+			if p.unitChanged(ctx, name, now) {
+				p.au.audit(ctx)
+			}
+			schedule(now)
 		case req := <-p.reconf:
 			p.loops.Add(1)
 			now := time.Now()
@@ -135,6 +143,58 @@ func (p *Protector) Run(ctx context.Context) error {
 			schedule(now)
 		}
 	}
+}
+
+// watchUnits subscribes to systemd's unit changes when it can (nil
+// channel otherwise: units are followed on their triggers' ends and on the
+// resync tick).
+func (p *Protector) watchUnits(ctx context.Context) <-chan string {
+	w, ok := p.o.Systemd.(UnitWatcher)
+	if !ok {
+		return nil
+	}
+	ch, err := w.WatchUnits(ctx)
+	if err != nil {
+		p.log.Warn("systemd unit changes not watched; protected units are followed on the resync tick", zap.Error(err))
+		return nil
+	}
+	return ch
+}
+
+// unitChanged follows a protected unit whose state changed (systemd's
+// signal): its cgroup is looked up again. Triggers on a cgroup that
+// changed move to the new one at once; triggers that are down (their
+// cgroup went away: a restart at the same path) are retried at once
+// instead of after their backoff. It reports whether the unit runs (its
+// processes, possibly new ones, want an audit).
+func (p *Protector) unitChanged(ctx context.Context, name string, now time.Time) bool {
+	for _, u := range p.units {
+		if u.e.Unit != name {
+			continue
+		}
+		old := u.cgroup
+		p.resolve(ctx, u)
+		if u.cgroup != old {
+			p.log.Debug("protected unit changed", zap.String("unit", name), zap.String("cgroup", u.cgroup), zap.String("previous_cgroup", old))
+			for _, t := range u.trigs {
+				p.disarm(t)
+				// Down: retried with backoff while the unit is
+				// stopped, at once below when it runs.
+				t.down, t.retryAt, t.backoff = true, now.Add(p.o.RearmMin), 0
+			}
+		}
+		if u.cgroup == "" {
+			return false
+		}
+		for _, t := range u.trigs {
+			if t.src == nil {
+				t.down, t.retryAt, t.backoff = true, now, 0
+			}
+		}
+		p.applyMemory(ctx, u)
+		return true
+	}
+	return false
 }
 
 // build makes the units and triggers of p.cfg and arms what it can.
@@ -351,12 +411,14 @@ func (p *Protector) rearmDue(ctx context.Context, now time.Time) bool {
 			continue
 		}
 		p.resolve(ctx, u)
+		unitArmed := false
 		for _, t := range u.trigs {
 			if t.down && !now.Before(t.retryAt) && p.tryArm(t, now) {
-				armed = true
+				unitArmed = true
 			}
 		}
-		if armed {
+		if unitArmed {
+			armed = true
 			p.applyMemory(ctx, u)
 		}
 	}

@@ -81,3 +81,56 @@ func (s SystemdConn) SetUnitProperties(ctx context.Context, unit string, runtime
 }
 
 func godbusVariant(v uint64) godbus.Variant { return godbus.MakeVariant(v) }
+
+// UnitWatcher is a Systemd that reports changes of units as they happen
+// (optional: without it units are followed on their triggers' ends and on
+// the resync tick only).
+type UnitWatcher interface {
+	// WatchUnits delivers the name of a unit whose ActiveState changed
+	// (started, stopped, restarting) until ctx ends. Delivery may drop
+	// names when the reader is behind: the resync tick catches up.
+	WatchUnits(ctx context.Context) (<-chan string, error)
+}
+
+var _ UnitWatcher = SystemdConn{}
+
+// WatchUnits subscribes to systemd's PropertiesChanged signals.
+func (s SystemdConn) WatchUnits(ctx context.Context) (<-chan string, error) {
+	if s.Conn == nil {
+		return nil, errors.New("no systemd connection")
+	}
+	if err := s.Conn.Subscribe(); err != nil {
+		return nil, fmt.Errorf("subscribe to systemd's signals: %w", err)
+	}
+	// go-systemd writes without blocking and drops when full: the buffer
+	// holds a burst of a few restarting units.
+	upd := make(chan *sddbus.PropertiesUpdate, 256)
+	errs := make(chan error, 1)
+	s.Conn.SetPropertiesSubscriber(upd, errs)
+	out := make(chan string, 64)
+	go func() {
+		defer func() {
+			s.Conn.SetPropertiesSubscriber(nil, nil)
+			_ = s.Conn.Unsubscribe()
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-errs: // a dropped update: the resync tick catches up
+			case u := <-upd:
+				if u == nil {
+					continue
+				}
+				if _, ok := u.Changed["ActiveState"]; !ok {
+					continue
+				}
+				select {
+				case out <- u.UnitName:
+				default:
+				}
+			}
+		}
+	}()
+	return out, nil
+}
