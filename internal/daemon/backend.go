@@ -8,6 +8,7 @@ import (
 
 	"github.com/containers/qmd/internal/dbusapi"
 	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/pkg/protect"
 	"github.com/containers/qmd/pkg/supervisor"
 )
 
@@ -18,6 +19,7 @@ type backend struct {
 	store  *incident.Store
 	rec    *incident.Recorder
 	reload func() error
+	prot   *protect.Protector // host-level protection (Manager.Protected); may be nil
 
 	mu       sync.Mutex
 	degraded string // why qmd is degraded ("" = up)

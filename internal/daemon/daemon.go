@@ -153,7 +153,7 @@ func Run(ctx context.Context, opts Options) error {
 	sup := supervisor.New(cfg, sopts)
 
 	var cfgMu sync.Mutex
-	be := &backend{sup: sup, store: store, rec: rec}
+	be := &backend{sup: sup, store: store, rec: rec, prot: prot}
 	reload := func() error {
 		next, err := LoadConfig(opts.ConfigFiles)
 		if err != nil {

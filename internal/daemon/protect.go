@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/dbusapi"
 	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
@@ -89,3 +90,19 @@ func newProtector(cfg *config.Config, log *zap.Logger, rec incident.Sink) (*prot
 		zap.Bool("systemd", o.Systemd != nil), zap.Duration("window", pc.Window))
 	return p, closeFn
 }
+
+// Protected lists the host-level protector's entries for
+// Manager.Protected.
+func (b *backend) Protected() []dbusapi.ProtectedUnit {
+	if b.prot == nil {
+		return nil
+	}
+	st := b.prot.Status()
+	out := make([]dbusapi.ProtectedUnit, 0, len(st))
+	for _, s := range st {
+		out = append(out, dbusapi.ProtectedUnit{Unit: s.Name, Cgroup: s.Cgroup, State: s.State})
+	}
+	return out
+}
+
+var _ dbusapi.ProtectedLister = (*backend)(nil)

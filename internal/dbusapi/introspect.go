@@ -54,6 +54,7 @@ var managerIface = ifaceDef{
 		{"IncidentsDropped", "t", emitsFalse},
 		{"IncidentsCoalesced", "t", emitsFalse},
 		{"IncidentsPending", "u", emitsFalse},
+		{"Protected", "a(sss)", emitsFalse},
 	},
 }
 

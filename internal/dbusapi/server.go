@@ -441,6 +441,7 @@ func (s *Server) managerProps() (map[string]dbus.Variant, error) {
 		"IncidentsDropped":   dbus.MakeVariant(st.Dropped),
 		"IncidentsCoalesced": dbus.MakeVariant(st.Coalesced),
 		"IncidentsPending":   dbus.MakeVariant(st.Pending),
+		"Protected":          s.protectedProp(),
 	}, nil
 }
 
