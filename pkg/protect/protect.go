@@ -243,6 +243,7 @@ type Protector struct {
 	noSystemdReported bool
 	noPSIReported     bool
 	noMemReported     bool
+	fallbackWarned    bool
 
 	subMu sync.Mutex
 	subs  map[int]*subscriber

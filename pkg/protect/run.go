@@ -301,8 +301,14 @@ func (p *Protector) arm(t *trigger, now time.Time) error {
 		t.reg = spec
 	}
 	if reg.Fallback && !t.warned {
+		// Every trigger falls back alike (no CAP_SYS_RESOURCE): one
+		// warning for the protector, the rest at debug level.
 		t.warned = true
-		p.log.Warn("pressure trigger window adjusted", zap.String("file", file), zap.String("reason", reg.Warning))
+		log := p.log.Debug
+		if !p.fallbackWarned {
+			p.fallbackWarned, log = true, p.log.Warn
+		}
+		log("pressure trigger window adjusted", zap.String("file", file), zap.String("reason", reg.Warning))
 	}
 	t.path, t.src, t.down, t.backoff = file, src, false, 0
 	t.gen++
