@@ -160,6 +160,8 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"protect positive", "[[protect]]\nunit = \"brakes.service\"\noom_score_adj = 10\n", []string{"x.toml:3", "protect[0].oom_score_adj", "negative"}},
 		{"protect range", "[[protect]]\nunit = \"brakes.service\"\noom_score_adj = -1001\n", []string{"protect[0].oom_score_adj", "out of range"}},
 		{"protect neither", "[[protect]]\noom_score_adj = -100\n", []string{"x.toml:1", "protect[0]", "unit or cgroup"}},
+		{"protect root cgroup", "[[protect]]\ncgroup = \"/\"\noom_score_adj = -900\n", []string{"protect[0].cgroup", "root cgroup"}},
+		{"protect duplicate", "[[protect]]\nunit = \"brakes.service\"\noom_score_adj = -900\n[[protect]]\nunit = \"brakes.service\"\noom_score_adj = -800\n", []string{"protect[1]", "already protect[0]"}},
 		{"protect memory_min infinity", "[[protect]]\nunit = \"brakes.service\"\noom_score_adj = -900\nmemory_min = \"infinity\"\n", []string{"protect[0].memory_min", "infinity"}},
 		{"protect memory_low below min", "[[protect]]\nunit = \"brakes.service\"\noom_score_adj = -900\nmemory_min = \"512M\"\nmemory_low = \"256M\"\n", []string{"protect[0].memory_low", "below memory_min"}},
 		{"protect memory_min not a size", "[[protect]]\nunit = \"brakes.service\"\noom_score_adj = -900\nmemory_min = \"lots\"\n", []string{"memory_min", "not a size"}},

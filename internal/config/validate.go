@@ -129,8 +129,17 @@ func Validate(c *Config, origin map[string]string) error {
 		}
 		containers[cn] = p.Name
 	}
+	protected := map[string]int{}
 	for i, pr := range c.Protect {
 		pre := fmt.Sprintf("protect[%d]", i)
+		if k := pr.Unit + pr.Cgroup; k != "" {
+			// One process group, one policy: two entries would fight
+			// over its oom_score_adj and memory protection.
+			if j, dup := protected[k]; dup {
+				v.fail(pre, "%s is already protect[%d]", k, j)
+			}
+			protected[k] = i
+		}
 		switch {
 		case pr.Unit == "" && pr.Cgroup == "":
 			v.fail(pre, "set unit or cgroup")
@@ -140,6 +149,8 @@ func Validate(c *Config, origin map[string]string) error {
 			v.fail(pre+".unit", "%q is not a systemd unit name (.service, .scope or .slice)", pr.Unit)
 		case pr.Cgroup != "" && (!strings.HasPrefix(pr.Cgroup, "/") || strings.Contains(pr.Cgroup, "..")):
 			v.fail(pre+".cgroup", "%q: must be an absolute cgroup path without ..", pr.Cgroup)
+		case pr.Cgroup != "" && strings.Trim(pr.Cgroup, "/") == "":
+			v.fail(pre+".cgroup", "%q is the root cgroup: it holds every process of the host (the partition too); name the ASIL unit's cgroup", pr.Cgroup)
 		}
 		if pr.OOMScoreAdj < -1000 || pr.OOMScoreAdj > 1000 {
 			v.fail(pre+".oom_score_adj", "%d is out of range -1000..1000", pr.OOMScoreAdj)
