@@ -42,10 +42,20 @@ func newAuditor(p *Protector) auditor {
 func (a *auditor) audit(ctx context.Context) {
 	p := a.p
 	pol := oom.DefaultPolicy()
+	seen := map[string]bool{}
 	for _, u := range p.units {
 		if u.e.OOMScoreAdj == 0 || u.cgroup == "" {
 			continue
 		}
+		// A unit entry and a cgroup entry may name the same cgroup: the
+		// first one's score counts (pkg/oom refuses a policy that lists a
+		// cgroup twice, which would stop the audit of every unit).
+		if seen[u.cgroup] {
+			p.log.Debug("protected cgroup listed twice; the first entry's oom_score_adj counts",
+				zap.String("unit", u.e.Name()), zap.String("cgroup", u.cgroup))
+			continue
+		}
+		seen[u.cgroup] = true
 		pol.Protected = append(pol.Protected, oom.Protected{Cgroup: u.cgroup, Score: u.e.OOMScoreAdj})
 	}
 	if len(pol.Protected) == 0 {

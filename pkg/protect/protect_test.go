@@ -441,3 +441,23 @@ func TestUnitFollowedOnSystemdEvents(t *testing.T) {
 		t.Errorf("%d look-ups for unrelated units", after-before)
 	}
 }
+
+// TestSameCgroupTwice: a unit entry and a cgroup entry that turn out to
+// be the same cgroup do not stop the audit (the first entry's score
+// counts, other units are still audited).
+func TestSameCgroupTwice(t *testing.T) {
+	root := fakeV2(t)
+	proc := filepath.Join(root, "proc")
+	a, b := "/asil.slice/a.service", "/asil.slice/b.service"
+	write(t, root, map[string]string{filepath.Join(a, "cgroup.procs"): "100\n", filepath.Join(b, "cgroup.procs"): "200\n",
+		"proc/100/cgroup": "0::" + a + "\n", "proc/100/oom_score_adj": "0\n", "proc/100/comm": "a\n",
+		"proc/200/cgroup": "0::" + b + "\n", "proc/200/oom_score_adj": "0\n", "proc/200/comm": "b\n"})
+	sd := newFakeSystemd(map[string]string{"a.service": a})
+	start(t, root, sd, testConfig(Entry{Unit: "a.service", OOMScoreAdj: -900}, Entry{Cgroup: a, OOMScoreAdj: -500},
+		Entry{Cgroup: b, OOMScoreAdj: -700}), func(o *Options) { o.ProcRoot = proc })
+	readScore := func(pid string) string {
+		b, _ := os.ReadFile(filepath.Join(proc, pid, "oom_score_adj"))
+		return strings.TrimSpace(string(b))
+	}
+	eventually(t, "both audited", func() bool { return readScore("100") == "-900" && readScore("200") == "-700" })
+}
