@@ -270,3 +270,5 @@ type watchingSystemd struct {
 }
 
 func (w watchingSystemd) WatchUnits(ctx context.Context) (<-chan string, error) { return w.events, nil }
+
+func nopLog() *zap.Logger { return zap.NewNop() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -22,7 +23,14 @@ type Systemd interface {
 }
 
 // SystemdConn is Systemd over go-systemd's connection to PID 1.
-type SystemdConn struct{ Conn *sddbus.Conn }
+type SystemdConn struct {
+	Conn *sddbus.Conn
+	// DialSignals opens the bus connection that receives systemd's
+	// signals for WatchUnits (default: a private system bus connection).
+	// go-systemd's own signal dispatcher is not used: it reads its
+	// subscriber fields without the lock that guards their writes.
+	DialSignals func() (*godbus.Conn, error)
+}
 
 var _ Systemd = SystemdConn{}
 
@@ -94,43 +102,111 @@ type UnitWatcher interface {
 
 var _ UnitWatcher = SystemdConn{}
 
-// WatchUnits subscribes to systemd's PropertiesChanged signals.
-func (s SystemdConn) WatchUnits(ctx context.Context) (<-chan string, error) {
-	if s.Conn == nil {
-		return nil, errors.New("no systemd connection")
+const (
+	unitPathPrefix = "/org/freedesktop/systemd1/unit"
+	unitIface      = "org.freedesktop.systemd1.Unit"
+)
+
+func dialSystemBus() (*godbus.Conn, error) {
+	c, err := godbus.SystemBusPrivate()
+	if err != nil {
+		return nil, err
 	}
-	if err := s.Conn.Subscribe(); err != nil {
+	if err := c.Auth(nil); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	if err := c.Hello(); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// WatchUnits listens to systemd's PropertiesChanged signals of units'
+// org.freedesktop.systemd1.Unit interface on its own connection, and asks
+// systemd to send them (Manager.Subscribe: systemd emits unit changes only
+// while a client is subscribed; closing the connection ends it).
+func (s SystemdConn) WatchUnits(ctx context.Context) (<-chan string, error) {
+	dial := s.DialSignals
+	if dial == nil {
+		dial = dialSystemBus
+	}
+	bus, err := dial()
+	if err != nil {
+		return nil, fmt.Errorf("connect for systemd's signals: %w", err)
+	}
+	if err := bus.AddMatchSignalContext(ctx, godbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
+		godbus.WithMatchMember("PropertiesChanged"), godbus.WithMatchPathNamespace(unitPathPrefix),
+		godbus.WithMatchArg(0, unitIface)); err != nil {
+		_ = bus.Close()
+		return nil, fmt.Errorf("match systemd's unit signals: %w", err)
+	}
+	sigs := make(chan *godbus.Signal, 256)
+	bus.Signal(sigs)
+	if err := bus.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1").CallWithContext(ctx,
+		"org.freedesktop.systemd1.Manager.Subscribe", 0).Err; err != nil {
+		_ = bus.Close()
 		return nil, fmt.Errorf("subscribe to systemd's signals: %w", err)
 	}
-	// go-systemd writes without blocking and drops when full: the buffer
-	// holds a burst of a few restarting units.
-	upd := make(chan *sddbus.PropertiesUpdate, 256)
-	errs := make(chan error, 1)
-	s.Conn.SetPropertiesSubscriber(upd, errs)
 	out := make(chan string, 64)
 	go func() {
-		defer func() {
-			s.Conn.SetPropertiesSubscriber(nil, nil)
-			_ = s.Conn.Unsubscribe()
-		}()
+		defer func() { _ = bus.Close() }()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-errs: // a dropped update: the resync tick catches up
-			case u := <-upd:
-				if u == nil {
-					continue
+			case sig, ok := <-sigs:
+				if !ok {
+					return // the bus connection ended: the resync tick remains
 				}
-				if _, ok := u.Changed["ActiveState"]; !ok {
+				name, ok := activeStateChange(sig)
+				if !ok {
 					continue
 				}
 				select {
-				case out <- u.UnitName:
+				case out <- name:
 				default:
 				}
 			}
 		}
 	}()
 	return out, nil
+}
+
+// activeStateChange returns the unit whose ActiveState a PropertiesChanged
+// signal reports.
+func activeStateChange(sig *godbus.Signal) (string, bool) {
+	if sig == nil || sig.Name != "org.freedesktop.DBus.Properties.PropertiesChanged" || len(sig.Body) < 2 {
+		return "", false
+	}
+	if iface, _ := sig.Body[0].(string); iface != unitIface {
+		return "", false
+	}
+	changed, _ := sig.Body[1].(map[string]godbus.Variant)
+	if _, ok := changed["ActiveState"]; !ok {
+		return "", false
+	}
+	p := string(sig.Path)
+	if !strings.HasPrefix(p, unitPathPrefix+"/") {
+		return "", false
+	}
+	return unescapeBusPath(p[len(unitPathPrefix)+1:]), true
+}
+
+// unescapeBusPath undoes systemd's object path escaping of a unit name
+// ("_2e" is ".", "_2d" is "-").
+func unescapeBusPath(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '_' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
