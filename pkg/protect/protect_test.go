@@ -99,9 +99,11 @@ func TestUnitRestarted100Times(t *testing.T) {
 		t.Errorf("%d wake-ups, %d signals from restarts alone", st.Wakeups, st.Signals)
 	}
 	noSignal(t, sigs)
-	// Each restart: 3 ends and at most a few re-arm timers (a re-arm that
-	// finds the new cgroup not yet there backs off, doubling).
-	if st.Loops > 10*restarts {
+	// Each restart: 3 ends and a few re-arm timers (a re-arm that finds
+	// the new cgroup not yet there backs off, doubling: at most ~7 tries
+	// in the 100 ms a loaded machine may take to create it). Spinning
+	// would be thousands.
+	if st.Loops > 20*restarts {
 		t.Errorf("%d loop iterations for %d restarts: spinning", st.Loops, restarts)
 	}
 	if st.Arms < 3*(restarts+1) || st.Arms > 3*(restarts+1)+3 {
