@@ -51,8 +51,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		signals = ch
 	}
 	trigs := c.startTriggers(ctx, time.Now())
-	defer trigs.close()
-	defer cancel() // before trigs.close: the forwarders end with ctx
+	defer trigs.Close()
+	defer cancel() // before trigs.Close: the forwarders end with ctx
 
 	restore := time.NewTimer(time.Hour)
 	restore.Stop()
@@ -62,7 +62,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer rearm.Stop()
 	scheduleRearm := func(now time.Time) {
 		rearm.Stop()
-		if at, ok := trigs.nextRetry(); ok {
+		if at, ok := trigs.NextRetry(); ok {
 			rearm.Reset(max(at.Sub(now), 0))
 		}
 	}
@@ -77,26 +77,26 @@ func (c *Controller) Run(ctx context.Context) error {
 			return nil
 		case now := <-resync.C:
 			w.Resync()
-			trigs.sampleAll(now)
+			trigs.SampleAll(now)
 		case ev, ok := <-w.Events():
 			if !ok {
 				return w.Err()
 			}
 			c.handleCgroupEvent(ev, km)
-		case ev := <-trigs.ev:
-			if ev.gen != ev.t.gen || ev.t.src == nil {
+		case ev := <-trigs.Events():
+			if trigs.Stale(ev) {
 				continue // an earlier arm of a re-armed trigger
 			}
-			if ev.gone {
-				trigs.gone(ev.t, time.Now())
+			if ev.Gone {
+				trigs.Handle(ev, time.Now())
 				scheduleRearm(time.Now())
 				continue
 			}
 			if !c.confirmed(trigs, ev) {
 				continue
 			}
-			if ev.t.kind == trigStall {
-				c.onStall(ctx, ev.at)
+			if ev.Watch.Owner == trigStall {
+				c.onStall(ctx, ev.At)
 			}
 		case sig, ok := <-signals:
 			if !ok {
@@ -107,7 +107,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
 			}
 		case now := <-rearm.C:
-			trigs.rearm(now)
+			trigs.Rearm(now)
 			scheduleRearm(now)
 		case now := <-restore.C:
 			if c.onQuiet(now) {
@@ -148,11 +148,13 @@ func (c *Controller) onSignal(sig protect.Signal) bool {
 
 // startTriggers registers the partition's own PSI triggers (its stall
 // trigger); host and ASIL pressure come from the protector.
-func (c *Controller) startTriggers(ctx context.Context, now time.Time) *trigSet {
-	s := newTrigSet(ctx, c)
+func (c *Controller) startTriggers(ctx context.Context, now time.Time) *cgroups.PSISet {
+	s := c.newTrigSet(ctx)
 	pr := c.cfg.Pressure
 	if c.cg.Version() == cgroups.V2 && pr.StallAction != "none" {
-		s.add(now, "partition stall", trigStall, filepath.Join(c.cg.Dir("memory"), "memory.pressure"), cgroups.PSIFull, pr.StallThreshold.Duration)
+		path := filepath.Join(c.cg.Dir("memory"), "memory.pressure")
+		s.Add(&cgroups.PSIWatch{Name: "partition stall", Kind: cgroups.PSIFull, Threshold: pr.StallThreshold.Duration,
+			Owner: trigStall, Path: func() (string, error) { return path, nil }}, now)
 	}
 	return s
 }
@@ -160,26 +162,13 @@ func (c *Controller) startTriggers(ctx context.Context, now time.Time) *trigSet 
 // confirmed checks a trigger's firing against its pressure file's total.
 // An unconfirmed (spurious) wake-up is counted and logged at debug level:
 // nothing else happens, not even a reset of the restore timer.
-func (c *Controller) confirmed(s *trigSet, ev trigEvent) bool {
-	t := ev.t
-	t.fired++
+func (c *Controller) confirmed(s *cgroups.PSISet, ev cgroups.PSIEvent) bool {
 	c.wakeups.Add(1)
-	total, err := s.read(t)
-	var growth uint64
-	ok := false
-	if err == nil {
-		growth, ok = t.conf.Confirm(ev.at, total)
+	ok, _ := s.Handle(ev, time.Now())
+	if !ok {
+		c.spurious.Add(1)
 	}
-	if ok {
-		return true
-	}
-	t.spurious++
-	c.spurious.Add(1)
-	c.log.Debug("spurious pressure trigger wake-up: the stall total did not grow by the threshold",
-		zap.String("trigger", t.name), zap.Uint64("growth_us", growth),
-		zap.Duration("threshold", t.reg.Threshold), zap.Duration("window", t.reg.Window),
-		zap.Uint64("spurious", t.spurious), zap.Uint64("fired", t.fired), zap.Error(err))
-	return false
+	return ok
 }
 
 // SpuriousWakeups is how many PSI trigger wake-ups the pressure totals did

@@ -2,8 +2,6 @@ package policy
 
 import (
 	"context"
-	"errors"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -11,7 +9,8 @@ import (
 	"github.com/containers/qmd/pkg/cgroups"
 )
 
-// trigKind says what a confirmed firing of a trigger means.
+// trigKind says what a confirmed firing of a trigger means (a PSIWatch's
+// Owner).
 type trigKind int
 
 // The host and ASIL triggers moved to the host-level protector
@@ -21,20 +20,11 @@ const (
 )
 
 // psiSource is a registered PSI trigger: *cgroups.PSITrigger, or a fake
-// in tests. C is closed when the trigger ended (Err says why).
-type psiSource interface {
-	C() <-chan time.Time
-	Registration() cgroups.PSIRegistration
-	Err() error
-	Close() error
-}
+// in tests.
+type psiSource = cgroups.PSISource
 
 func openPSITrigger(spec cgroups.PSITriggerSpec) (psiSource, error) {
-	t, err := cgroups.NewPSITrigger(spec)
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
+	return cgroups.OpenPSISource(spec)
 }
 
 // Re-arm backoff of a trigger that ended (its cgroup went away) or could
@@ -47,221 +37,40 @@ type sample struct {
 	total uint64 // microseconds
 }
 
-// trig is one wanted PSI trigger. It is armed (src != nil) or down: ended
-// by the kernel (POLLERR/POLLHUP: the watched cgroup was removed, e.g. a
-// protected unit restarted) or never registered; a down trigger is re-armed
-// with backoff. All fields are owned by the Run loop.
-type trig struct {
-	name string
-	kind trigKind
-	spec cgroups.PSITriggerSpec // as wanted
-	reg  cgroups.PSITriggerSpec // as registered: its window and threshold confirm firings
-
-	src  psiSource
-	gen  int           // arm generation: events of an earlier arm are stale
-	stop chan struct{} // ends the current arm's forwarder
-
-	conf cgroups.PSIConfirmer // readings of the total: confirms firings
-
-	down     bool // not armed; retried at retryAt
-	reported bool // the outage was logged (once per outage)
-	warned   bool // a window fallback was logged (once)
-	retryAt  time.Time
-	backoff  time.Duration
-
-	fired, spurious uint64
+// newTrigSet is the controller's PSI triggers (cgroups.PSISet: armed,
+// confirmed against the totals, re-armed with backoff when they end).
+func (c *Controller) newTrigSet(ctx context.Context) *cgroups.PSISet {
+	rearmMin := c.rearmMin
+	if rearmMin <= 0 {
+		rearmMin = defaultRearmMin
+	}
+	s := &cgroups.PSISet{Window: c.cfg.Pressure.Window.Duration, Open: c.openTrigger, Read: c.readPSI,
+		RearmMin: rearmMin, RearmMax: max(c.resyncEvery(), rearmMin), Note: c.notePSI}
+	s.Start(ctx)
+	return s
 }
 
-// trigEvent is a firing (or the end, gone) of one arm of a trigger.
-type trigEvent struct {
-	t    *trig
-	gen  int
-	at   time.Time
-	gone bool
-}
-
-// trigSet is a controller's triggers, fanned into one channel.
-type trigSet struct {
-	c   *Controller
-	ctx context.Context
-	all []*trig
-	ev  chan trigEvent
-	wg  sync.WaitGroup
-}
-
-func newTrigSet(ctx context.Context, c *Controller) *trigSet {
-	return &trigSet{c: c, ctx: ctx, ev: make(chan trigEvent)}
-}
-
-// add wants a trigger and tries to arm it at once.
-func (s *trigSet) add(now time.Time, name string, kind trigKind, path string, pk cgroups.PSIKind, threshold time.Duration) {
-	t := &trig{name: name, kind: kind, down: true,
-		spec: cgroups.PSITriggerSpec{Path: path, Kind: pk, Threshold: threshold, Window: s.c.cfg.Pressure.Window.Duration}}
-	s.all = append(s.all, t)
-	if err := s.arm(t, now); err != nil {
-		s.c.log.Info("pressure trigger not available; retrying with backoff", zap.String("trigger", name),
-			zap.String("file", path), zap.Error(err))
-		t.reported = true
-		s.retryLater(t, now)
-	}
-}
-
-func (s *trigSet) arm(t *trig, now time.Time) error {
-	src, err := s.c.openTrigger(t.spec)
-	if err != nil {
-		return err
-	}
-	reg := src.Registration()
-	t.reg = reg.Spec
-	if t.reg.Path == "" {
-		t.reg = t.spec
-	}
-	if reg.Fallback && !t.warned {
-		t.warned = true
-		s.c.log.Warn("pressure trigger window adjusted", zap.String("file", t.spec.Path), zap.String("reason", reg.Warning))
-	}
-	t.src, t.down, t.backoff = src, false, 0
-	t.gen++
-	t.stop = make(chan struct{})
-	// The kernel counts a new trigger's stall from its registration: so
-	// does the confirmation.
-	t.conf.Window, t.conf.Threshold = t.reg.Window, t.reg.Threshold
-	t.conf.Reset()
-	s.sample(t, now)
-	s.wg.Add(1)
-	go s.forward(t, t.gen, src.C(), t.stop)
-	return nil
-}
-
-// forward passes one arm's firings to the loop; its end (a closed
-// channel) is passed once, then the forwarder returns: an ended trigger
-// can never make the loop spin.
-func (s *trigSet) forward(t *trig, gen int, ch <-chan time.Time, stop <-chan struct{}) {
-	defer s.wg.Done()
-	for {
-		var ev trigEvent
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-stop:
-			return
-		case at, ok := <-ch:
-			ev = trigEvent{t: t, gen: gen, at: at, gone: !ok}
-		}
-		select {
-		case s.ev <- ev:
-		case <-s.ctx.Done():
-			return
-		case <-stop:
-			return
-		}
-		if ev.gone {
-			return
-		}
-	}
-}
-
-func (s *trigSet) disarm(t *trig) {
-	if t.stop != nil {
-		close(t.stop)
-		t.stop = nil
-	}
-	if t.src != nil {
-		_ = t.src.Close()
-		t.src = nil
-	}
-}
-
-// close ends every trigger and waits for the forwarders.
-func (s *trigSet) close() {
-	for _, t := range s.all {
-		s.disarm(t)
-	}
-	s.wg.Wait()
-}
-
-func (s *trigSet) retryLater(t *trig, now time.Time) {
-	lo, hi := s.c.rearmMin, s.c.resyncEvery()
-	if lo <= 0 {
-		lo = defaultRearmMin
-	}
-	if t.backoff <= 0 {
-		t.backoff = lo
-	} else {
-		t.backoff *= 2
-	}
-	t.backoff = min(t.backoff, max(hi, lo))
-	t.down = true
-	t.retryAt = now.Add(t.backoff)
-}
-
-// gone handles the end of an armed trigger: it stops firing, is reported
-// once, and waits to be re-armed.
-func (s *trigSet) gone(t *trig, now time.Time) {
-	err := t.src.Err()
-	s.disarm(t)
-	if !t.reported {
-		t.reported = true
-		s.c.log.Warn("pressure trigger ended (the watched cgroup or file went away); re-arming when it is back",
-			zap.String("trigger", t.name), zap.String("file", t.spec.Path), zap.Error(err))
-	}
-	t.backoff = 0
-	s.retryLater(t, now)
-}
-
-// rearm retries every down trigger that is due.
-func (s *trigSet) rearm(now time.Time) {
-	for _, t := range s.all {
-		if !t.down || now.Before(t.retryAt) {
-			continue
-		}
-		if err := s.arm(t, now); err != nil {
-			s.c.log.Debug("pressure trigger still not available", zap.String("trigger", t.name), zap.Error(err))
-			s.retryLater(t, now)
-			continue
-		}
-		if t.reported {
-			s.c.log.Info("pressure trigger re-armed", zap.String("trigger", t.name), zap.String("file", t.spec.Path))
-		}
-		t.reported = false
-	}
-}
-
-// nextRetry is when the earliest down trigger is due.
-func (s *trigSet) nextRetry() (time.Time, bool) {
-	var next time.Time
-	for _, t := range s.all {
-		if t.down && (next.IsZero() || t.retryAt.Before(next)) {
-			next = t.retryAt
-		}
-	}
-	return next, !next.IsZero()
-}
-
-// sampleAll reads every armed trigger's total (resync tick): it bounds how
-// much idle noise a later confirmation can add up.
-func (s *trigSet) sampleAll(now time.Time) {
-	for _, t := range s.all {
-		if t.src != nil {
-			s.sample(t, now)
-		}
-	}
-}
-
-func (s *trigSet) read(t *trig) (uint64, error) {
-	p, err := s.c.readPSI(t.reg.Path)
-	if err != nil {
-		return 0, err
-	}
-	v, ok := p.Total(t.reg.Kind)
-	if !ok {
-		return 0, errors.New("no " + string(t.reg.Kind) + " line")
-	}
-	return v, nil
-}
-
-func (s *trigSet) sample(t *trig, now time.Time) {
-	if v, err := s.read(t); err == nil {
-		t.conf.Add(now, v)
+// notePSI logs what the trigger set did.
+func (c *Controller) notePSI(n cgroups.PSINote) {
+	name := n.Watch.Name
+	switch n.Kind {
+	case cgroups.PSIUnavailable:
+		c.log.Info("pressure trigger not available; retrying with backoff", zap.String("trigger", name), zap.Error(n.Err))
+	case cgroups.PSIStillUnavailable:
+		c.log.Debug("pressure trigger still not available", zap.String("trigger", name), zap.Error(n.Err))
+	case cgroups.PSIRearmed:
+		c.log.Info("pressure trigger re-armed", zap.String("trigger", name), zap.String("file", n.Path))
+	case cgroups.PSIEnded:
+		c.log.Warn("pressure trigger ended (the watched cgroup or file went away); re-arming when it is back",
+			zap.String("trigger", name), zap.String("file", n.Path), zap.Error(n.Err))
+	case cgroups.PSIFallback:
+		c.log.Warn("pressure trigger window adjusted", zap.String("file", n.Path), zap.String("reason", n.Reason))
+	case cgroups.PSISpurious:
+		reg := n.Watch.Registered()
+		fired, spurious := n.Watch.Counts()
+		c.log.Debug("spurious pressure trigger wake-up: the stall total did not grow by the threshold",
+			zap.String("trigger", name), zap.Uint64("growth_us", n.Growth),
+			zap.Duration("threshold", reg.Threshold), zap.Duration("window", reg.Window),
+			zap.Uint64("spurious", spurious), zap.Uint64("fired", fired), zap.Error(n.Err))
 	}
 }

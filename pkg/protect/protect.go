@@ -151,21 +151,10 @@ func (c Config) Validate() error {
 
 // Source is a registered PSI trigger: *cgroups.PSITrigger, or a fake in
 // tests. C is closed when the trigger ended (Err says why).
-type Source interface {
-	C() <-chan time.Time
-	Registration() cgroups.PSIRegistration
-	Err() error
-	Close() error
-}
+type Source = cgroups.PSISource
 
 // OpenPSITrigger registers a real PSI trigger.
-func OpenPSITrigger(spec cgroups.PSITriggerSpec) (Source, error) {
-	t, err := cgroups.NewPSITrigger(spec)
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
-}
+func OpenPSITrigger(spec cgroups.PSITriggerSpec) (Source, error) { return cgroups.OpenPSISource(spec) }
 
 // Incident is something the operator must be able to find later (the
 // daemon records it in the incident store).
@@ -232,12 +221,10 @@ type Protector struct {
 
 	cfg    Config // owned by Run after start
 	reconf chan reconfReq
-	ev     chan trigEvent
-	wg     sync.WaitGroup
-	ctx    context.Context
+	set    *cgroups.PSISet // the PSI triggers; made by Run
 
 	units []*unit
-	host  *trigger
+	host  *cgroups.PSIWatch
 	au    auditor
 
 	noSystemdReported bool
@@ -296,8 +283,7 @@ func New(o Options, cfg Config) (*Protector, error) {
 	if o.RearmMin <= 0 {
 		o.RearmMin = time.Second
 	}
-	p := &Protector{o: o, log: o.Log, cfg: cfg, reconf: make(chan reconfReq), ev: make(chan trigEvent),
-		subs: map[int]*subscriber{}}
+	p := &Protector{o: o, log: o.Log, cfg: cfg, reconf: make(chan reconfReq), subs: map[int]*subscriber{}}
 	p.au = newAuditor(p)
 	return p, nil
 }

@@ -18,7 +18,7 @@ type unit struct {
 	e      Entry
 	cgroup string // resolved cgroup path; "" when not running or unresolved
 	why    string // why cgroup is "" (status)
-	trigs  []*trigger
+	trigs  []*cgroups.PSIWatch
 	// memDone: MemoryMin=/MemoryLow= were set through systemd (they stay
 	// on the unit across its restarts: runtime properties).
 	memDone bool
@@ -26,47 +26,21 @@ type unit struct {
 	unresolvedLogged bool
 }
 
-// trigger is one wanted PSI trigger; owned by the Run loop. It is armed
-// (src != nil) or down: ended by the kernel (POLLERR: the watched cgroup
-// was removed, e.g. a unit restarted) or never registered; a down trigger
-// is re-armed with backoff.
-type trigger struct {
-	u         *unit // nil: the host's trigger
-	kind      Kind
-	threshold time.Duration
-	path      string // as armed
-
-	src  Source
-	reg  cgroups.PSITriggerSpec
-	gen  int
-	stop chan struct{}
-	conf cgroups.PSIConfirmer
-
-	down     bool
-	retryAt  time.Time
-	backoff  time.Duration
-	reported bool // the outage was logged (once per outage)
-	warned   bool // a window fallback was logged (once)
-
-	fired, spurious uint64
+// trig is what a PSI watch of the protector means: whose pressure of
+// which kind (u nil: the host's memory pressure).
+type trig struct {
+	u    *unit
+	kind Kind
 }
 
-func (t *trigger) source() string {
+func (t *trig) source() string {
 	if t.u == nil {
 		return HostSource
 	}
 	return t.u.e.Name()
 }
 
-func (t *trigger) name() string { return t.source() + " " + t.kind.String() }
-
-// trigEvent is a firing (or the end, gone) of one arm of a trigger.
-type trigEvent struct {
-	t    *trigger
-	gen  int
-	at   time.Time
-	gone bool
-}
+func owner(w *cgroups.PSIWatch) *trig { return w.Owner.(*trig) }
 
 // Run protects until ctx ends; it closes every trigger before it returns.
 // It sleeps in the kernel between notifications: the only timers are the
@@ -74,11 +48,19 @@ type trigEvent struct {
 func (p *Protector) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	p.ctx = ctx
+	p.set = &cgroups.PSISet{Window: p.cfg.Window, RearmMin: p.o.RearmMin, RearmMax: p.resyncEvery(), Read: p.o.ReadPSI,
+		Open: func(spec cgroups.PSITriggerSpec) (cgroups.PSISource, error) {
+			src, err := p.o.OpenTrigger(spec)
+			if err == nil {
+				p.arms.Add(1)
+			}
+			return src, err
+		},
+		Note: p.note}
+	p.set.Start(ctx)
 	defer func() {
 		cancel()
-		p.closeAll()
-		p.wg.Wait()
+		p.set.Close()
 	}()
 	now := time.Now()
 	p.build(ctx, now)
@@ -91,7 +73,7 @@ func (p *Protector) Run(ctx context.Context) error {
 	defer rearm.Stop()
 	schedule := func(now time.Time) {
 		rearm.Stop()
-		if at, ok := p.nextRetry(); ok {
+		if at, ok := p.set.NextRetry(); ok {
 			rearm.Reset(max(at.Sub(now), 0))
 		}
 	}
@@ -116,24 +98,25 @@ func (p *Protector) Run(ctx context.Context) error {
 			p.publishStatus() // visible when Reconfigure returns
 			close(req.done)
 			resync.Reset(p.resyncEvery())
+			p.set.RearmMax = p.resyncEvery()
 			p.au.audit(ctx)
 			schedule(now)
 		case now := <-resync.C:
 			p.loops.Add(1)
 			p.resync(ctx, now)
 			schedule(now)
-		case ev := <-p.ev:
+		case ev := <-p.set.Events():
 			p.loops.Add(1)
-			if ev.gen != ev.t.gen || ev.t.src == nil {
+			if p.set.Stale(ev) {
 				continue // an earlier arm of a re-armed trigger
 			}
 			now := time.Now()
-			if ev.gone {
-				p.gone(ev.t, now)
+			if ev.Gone {
+				p.set.Handle(ev, now)
 				schedule(now)
 				continue
 			}
-			p.fired(ev)
+			p.fired(ev, now)
 		case now := <-rearm.C:
 			p.loops.Add(1)
 			if p.rearmDue(ctx, now) {
@@ -176,20 +159,17 @@ func (p *Protector) unitChanged(ctx context.Context, name string, now time.Time)
 		p.resolve(ctx, u)
 		if u.cgroup != old {
 			p.log.Debug("protected unit changed", zap.String("unit", name), zap.String("cgroup", u.cgroup), zap.String("previous_cgroup", old))
-			for _, t := range u.trigs {
-				p.disarm(t)
+			for _, w := range u.trigs {
 				// Down: retried with backoff while the unit is
 				// stopped, at once below when it runs.
-				t.down, t.retryAt, t.backoff = true, now.Add(p.o.RearmMin), 0
+				p.set.Disarm(w, now.Add(p.o.RearmMin))
 			}
 		}
 		if u.cgroup == "" {
 			return false
 		}
-		for _, t := range u.trigs {
-			if t.src == nil {
-				t.down, t.retryAt, t.backoff = true, now, 0
-			}
+		for _, w := range u.trigs {
+			p.set.Retry(w, now)
 		}
 		p.applyMemory(ctx, u)
 		return true
@@ -200,8 +180,7 @@ func (p *Protector) unitChanged(ctx context.Context, name string, now time.Time)
 // build makes the units and triggers of p.cfg and arms what it can.
 func (p *Protector) build(ctx context.Context, now time.Time) {
 	if p.cfg.HostMemory {
-		p.host = &trigger{kind: Memory, threshold: p.cfg.MemoryThreshold, down: true}
-		p.tryArm(p.host, now)
+		p.addHost(now)
 	}
 	for _, e := range p.cfg.Entries {
 		p.addUnit(ctx, e, now)
@@ -233,10 +212,17 @@ func (p *Protector) addUnit(ctx context.Context, e Entry, now time.Time) {
 		return
 	}
 	for _, k := range []Kind{Memory, CPU, IO} {
-		t := &trigger{u: u, kind: k, threshold: p.threshold(k), down: true}
-		u.trigs = append(u.trigs, t)
-		p.tryArm(t, now)
+		w := &cgroups.PSIWatch{Name: e.Name() + " " + k.String(), Kind: cgroups.PSISome, Threshold: p.threshold(k),
+			Owner: &trig{u: u, kind: k}, Path: p.unitPath(u, k)}
+		u.trigs = append(u.trigs, w)
+		p.set.Add(w, now)
 	}
+}
+
+func (p *Protector) addHost(now time.Time) {
+	p.host = &cgroups.PSIWatch{Name: HostSource + " memory", Kind: cgroups.PSISome, Threshold: p.cfg.MemoryThreshold,
+		Owner: &trig{kind: Memory}, Path: func() (string, error) { return p.o.HostPressure, nil }}
+	p.set.Add(p.host, now)
 }
 
 func (p *Protector) threshold(k Kind) time.Duration {
@@ -249,204 +235,72 @@ func (p *Protector) threshold(k Kind) time.Duration {
 	return p.cfg.MemoryThreshold
 }
 
-// tryArm arms a trigger now or schedules its retry, logging the first
-// failure of an outage at info level and the rest at debug level.
-func (p *Protector) tryArm(t *trigger, now time.Time) bool {
-	err := p.arm(t, now)
-	if err == nil {
-		if t.reported {
-			p.log.Info("pressure trigger re-armed", zap.String("trigger", t.name()), zap.String("file", t.path))
+// note logs what the trigger set did: the first failure of an outage at
+// info level and the rest at debug level; an end once per outage; the
+// unprivileged window fallback once for the protector (every trigger
+// falls back alike); spurious wake-ups at debug level.
+func (p *Protector) note(n cgroups.PSINote) {
+	name := n.Watch.Name
+	switch n.Kind {
+	case cgroups.PSIUnavailable:
+		p.log.Info("pressure trigger not available; retrying with backoff", zap.String("trigger", name), zap.Error(n.Err))
+	case cgroups.PSIStillUnavailable:
+		p.log.Debug("pressure trigger still not available", zap.String("trigger", name), zap.Error(n.Err))
+	case cgroups.PSIRearmed:
+		p.log.Info("pressure trigger re-armed", zap.String("trigger", name), zap.String("file", n.Path))
+	case cgroups.PSIEnded:
+		p.log.Info("pressure trigger ended (the watched cgroup went away: unit stopped or restarting); re-arming when it is back",
+			zap.String("trigger", name), zap.String("file", n.Path), zap.Error(n.Err))
+	case cgroups.PSIFallback:
+		log := p.log.Debug
+		if !p.fallbackWarned {
+			p.fallbackWarned, log = true, p.log.Warn
 		}
-		t.reported = false
-		return true
+		log("pressure trigger window adjusted", zap.String("file", n.Path), zap.String("reason", n.Reason))
+	case cgroups.PSISpurious:
+		reg := n.Watch.Registered()
+		fired, spurious := n.Watch.Counts()
+		p.log.Debug("spurious pressure trigger wake-up: the stall total did not grow by the threshold",
+			zap.String("trigger", name), zap.Uint64("growth_us", n.Growth),
+			zap.Duration("threshold", reg.Threshold), zap.Duration("window", reg.Window),
+			zap.Uint64("spurious", spurious), zap.Uint64("fired", fired), zap.Error(n.Err))
 	}
-	if !t.reported {
-		t.reported = true
-		p.log.Info("pressure trigger not available; retrying with backoff", zap.String("trigger", t.name()), zap.Error(err))
-	} else {
-		p.log.Debug("pressure trigger still not available", zap.String("trigger", t.name()), zap.Error(err))
-	}
-	p.retryLater(t, now)
-	return false
 }
 
 // errNotRunning: the unit has no cgroup now (stopped, restarting, or not
 // resolvable): its triggers wait.
 var errNotRunning = errors.New("not running")
 
-func (p *Protector) triggerPath(t *trigger) (string, error) {
-	if t.u == nil {
-		return p.o.HostPressure, nil
-	}
-	if t.u.cgroup == "" {
-		return "", fmt.Errorf("%s: %w (%s)", t.u.e.Name(), errNotRunning, t.u.why)
-	}
-	return filepath.Join(p.o.PSIRoot, filepath.FromSlash(t.u.cgroup), t.kind.file()), nil
-}
-
-func (p *Protector) arm(t *trigger, now time.Time) error {
-	file, err := p.triggerPath(t)
-	if err != nil {
-		return err
-	}
-	spec := cgroups.PSITriggerSpec{Path: file, Kind: cgroups.PSISome, Threshold: t.threshold, Window: p.cfg.Window}
-	src, err := p.o.OpenTrigger(spec)
-	if err != nil {
-		return err
-	}
-	p.arms.Add(1)
-	reg := src.Registration()
-	t.reg = reg.Spec
-	if t.reg.Path == "" {
-		t.reg = spec
-	}
-	if reg.Fallback && !t.warned {
-		// Every trigger falls back alike (no CAP_SYS_RESOURCE): one
-		// warning for the protector, the rest at debug level.
-		t.warned = true
-		log := p.log.Debug
-		if !p.fallbackWarned {
-			p.fallbackWarned, log = true, p.log.Warn
+// unitPath is where a unit's pressure file of kind k is now.
+func (p *Protector) unitPath(u *unit, k Kind) func() (string, error) {
+	return func() (string, error) {
+		if u.cgroup == "" {
+			return "", fmt.Errorf("%s: %w (%s)", u.e.Name(), errNotRunning, u.why)
 		}
-		log("pressure trigger window adjusted", zap.String("file", file), zap.String("reason", reg.Warning))
+		return filepath.Join(p.o.PSIRoot, filepath.FromSlash(u.cgroup), k.file()), nil
 	}
-	t.path, t.src, t.down, t.backoff = file, src, false, 0
-	t.gen++
-	t.stop = make(chan struct{})
-	// The kernel counts a new trigger's stall from its registration: so
-	// does the confirmation.
-	t.conf = cgroups.PSIConfirmer{Window: t.reg.Window, Threshold: t.reg.Threshold}
-	p.sample(t, now)
-	p.wg.Add(1)
-	go p.forward(t, t.gen, src.C(), t.stop)
-	return nil
-}
-
-// forward passes one arm's firings to the loop; its end (a closed
-// channel) is passed once, then the forwarder returns: an ended trigger
-// can never make the loop spin.
-func (p *Protector) forward(t *trigger, gen int, ch <-chan time.Time, stop <-chan struct{}) {
-	defer p.wg.Done()
-	for {
-		var ev trigEvent
-		select {
-		case <-p.ctx.Done():
-			return
-		case <-stop:
-			return
-		case at, ok := <-ch:
-			ev = trigEvent{t: t, gen: gen, at: at, gone: !ok}
-		}
-		select {
-		case p.ev <- ev:
-		case <-p.ctx.Done():
-			return
-		case <-stop:
-			return
-		}
-		if ev.gone {
-			return
-		}
-	}
-}
-
-func (p *Protector) disarm(t *trigger) {
-	if t.stop != nil {
-		close(t.stop)
-		t.stop = nil
-	}
-	if t.src != nil {
-		_ = t.src.Close()
-		t.src = nil
-	}
-}
-
-func (p *Protector) closeAll() {
-	if p.host != nil {
-		p.disarm(p.host)
-	}
-	for _, u := range p.units {
-		for _, t := range u.trigs {
-			p.disarm(t)
-		}
-	}
-}
-
-func (p *Protector) retryLater(t *trigger, now time.Time) {
-	lo, hi := p.o.RearmMin, p.resyncEvery()
-	if t.backoff <= 0 {
-		t.backoff = lo
-	} else {
-		t.backoff *= 2
-	}
-	t.backoff = min(t.backoff, max(hi, lo))
-	t.down = true
-	t.retryAt = now.Add(t.backoff)
-}
-
-// gone handles the end of an armed trigger: it stops firing, is reported
-// once, and waits to be re-armed (on the unit's cgroup as resolved then).
-func (p *Protector) gone(t *trigger, now time.Time) {
-	err := t.src.Err()
-	p.disarm(t)
-	if !t.reported {
-		t.reported = true
-		p.log.Info("pressure trigger ended (the watched cgroup went away: unit stopped or restarting); re-arming when it is back",
-			zap.String("trigger", t.name()), zap.String("file", t.path), zap.Error(err))
-	}
-	t.backoff = 0
-	p.retryLater(t, now)
 }
 
 // rearmDue retries every down trigger that is due; a unit's cgroup is
 // looked up again first (a restarted unit may be in another cgroup). It
 // reports whether a unit trigger was armed.
 func (p *Protector) rearmDue(ctx context.Context, now time.Time) bool {
-	armed := false
-	if t := p.host; t != nil && t.down && !now.Before(t.retryAt) {
-		p.tryArm(t, now)
-	}
 	for _, u := range p.units {
-		due := false
-		for _, t := range u.trigs {
-			if t.down && !now.Before(t.retryAt) {
-				due = true
+		for _, w := range u.trigs {
+			if w.Due(now) {
+				p.resolve(ctx, u)
+				break
 			}
 		}
-		if !due {
-			continue
-		}
-		p.resolve(ctx, u)
-		unitArmed := false
-		for _, t := range u.trigs {
-			if t.down && !now.Before(t.retryAt) && p.tryArm(t, now) {
-				unitArmed = true
-			}
-		}
-		if unitArmed {
+	}
+	armed := false
+	for _, w := range p.set.Rearm(now) {
+		if u := owner(w).u; u != nil {
 			armed = true
 			p.applyMemory(ctx, u)
 		}
 	}
 	return armed
-}
-
-func (p *Protector) nextRetry() (time.Time, bool) {
-	var next time.Time
-	consider := func(t *trigger) {
-		if t.down && (next.IsZero() || t.retryAt.Before(next)) {
-			next = t.retryAt
-		}
-	}
-	if p.host != nil {
-		consider(p.host)
-	}
-	for _, u := range p.units {
-		for _, t := range u.trigs {
-			consider(t)
-		}
-	}
-	return next, !next.IsZero()
 }
 
 // resolve finds the unit's cgroup now.
@@ -489,9 +343,7 @@ func (p *Protector) resolve(ctx context.Context, u *unit) {
 // moved; every armed trigger's total is read (it bounds how much idle
 // noise a later confirmation can add up); processes are audited.
 func (p *Protector) resync(ctx context.Context, now time.Time) {
-	if p.host != nil && p.host.src != nil {
-		p.sample(p.host, now)
-	}
+	p.set.SampleAll(now)
 	for _, u := range p.units {
 		old := u.cgroup
 		p.resolve(ctx, u)
@@ -500,16 +352,8 @@ func (p *Protector) resync(ctx context.Context, now time.Time) {
 				p.log.Info("protecting", zap.String("unit", u.e.Name()), zap.String("cgroup", u.cgroup),
 					zap.String("previous_cgroup", old))
 			}
-			for _, t := range u.trigs {
-				p.disarm(t)
-				t.down, t.retryAt, t.backoff = true, now, 0
-			}
-			p.applyMemory(ctx, u)
-			continue
-		}
-		for _, t := range u.trigs {
-			if t.src != nil {
-				p.sample(t, now)
+			for _, w := range u.trigs {
+				p.set.Disarm(w, now)
 			}
 		}
 		p.applyMemory(ctx, u)
@@ -517,47 +361,18 @@ func (p *Protector) resync(ctx context.Context, now time.Time) {
 	p.au.audit(ctx)
 }
 
-func (p *Protector) read(t *trigger) (uint64, error) {
-	ps, err := p.o.ReadPSI(t.reg.Path)
-	if err != nil {
-		return 0, err
-	}
-	v, ok := ps.Total(t.reg.Kind)
-	if !ok {
-		return 0, fmt.Errorf("%s: no %s line", t.reg.Path, t.reg.Kind)
-	}
-	return v, nil
-}
-
-func (p *Protector) sample(t *trigger, now time.Time) {
-	if v, err := p.read(t); err == nil {
-		t.conf.Add(now, v)
-	}
-}
-
 // fired confirms a firing against the file's total and publishes it.
 // An unconfirmed (spurious) wake-up is counted and logged at debug level.
-func (p *Protector) fired(ev trigEvent) {
-	t := ev.t
-	t.fired++
+func (p *Protector) fired(ev cgroups.PSIEvent, now time.Time) {
 	p.wakeups.Add(1)
-	total, err := p.read(t)
-	var growth uint64
-	ok := false
-	if err == nil {
-		growth, ok = t.conf.Confirm(ev.at, total)
-	}
+	ok, growth := p.set.Handle(ev, now)
+	t := owner(ev.Watch)
 	if !ok {
-		t.spurious++
 		p.spurious.Add(1)
-		p.log.Debug("spurious pressure trigger wake-up: the stall total did not grow by the threshold",
-			zap.String("trigger", t.name()), zap.Uint64("growth_us", growth),
-			zap.Duration("threshold", t.reg.Threshold), zap.Duration("window", t.reg.Window),
-			zap.Uint64("spurious", t.spurious), zap.Uint64("fired", t.fired), zap.Error(err))
 		return
 	}
-	p.log.Debug("pressure confirmed", zap.String("trigger", t.name()), zap.Uint64("growth_us", growth))
-	p.publish(Signal{Kind: t.kind, Source: t.source(), At: ev.at, Stall: time.Duration(growth) * time.Microsecond})
+	p.log.Debug("pressure confirmed", zap.String("trigger", ev.Watch.Name), zap.Uint64("growth_us", growth))
+	p.publish(Signal{Kind: t.kind, Source: t.source(), At: ev.At, Stall: time.Duration(growth) * time.Microsecond})
 }
 
 // reconfigure applies a new configuration: unchanged entries keep their
@@ -569,13 +384,13 @@ func (p *Protector) reconfigure(ctx context.Context, cfg Config, now time.Time) 
 	p.cfg = cfg
 	global := old.Window != cfg.Window || old.MemoryThreshold != cfg.MemoryThreshold ||
 		old.CPUThreshold != cfg.CPUThreshold || old.IOThreshold != cfg.IOThreshold
+	p.set.Window = cfg.Window
 	if p.host != nil && (!cfg.HostMemory || global) {
-		p.disarm(p.host)
+		p.set.Remove(p.host)
 		p.host = nil
 	}
 	if cfg.HostMemory && p.host == nil {
-		p.host = &trigger{kind: Memory, threshold: cfg.MemoryThreshold, down: true}
-		p.tryArm(p.host, now)
+		p.addHost(now)
 	}
 	want := map[string]Entry{}
 	for _, e := range cfg.Entries {
@@ -590,8 +405,8 @@ func (p *Protector) reconfigure(ctx context.Context, cfg Config, now time.Time) 
 			have[u.e.Name()] = true
 			continue
 		}
-		for _, t := range u.trigs {
-			p.disarm(t)
+		for _, w := range u.trigs {
+			p.set.Remove(w)
 		}
 		if !ok {
 			p.log.Info("no longer protecting", zap.String("unit", u.e.Name()))
@@ -615,8 +430,8 @@ func (p *Protector) publishStatus() {
 			s.State = u.why
 		case len(u.trigs) > 0:
 			armed := 0
-			for _, t := range u.trigs {
-				if t.src != nil {
+			for _, w := range u.trigs {
+				if w.Armed() {
 					armed++
 				}
 			}
