@@ -71,6 +71,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		case now := <-resync.C:
 			w.Resync()
 			trigs.sampleAll(now)
+			c.sampleIO(now)
 		case ev, ok := <-w.Events():
 			if !ok {
 				return w.Err()
@@ -97,13 +98,16 @@ func (c *Controller) Run(ctx context.Context) error {
 				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
 			case trigStall:
 				c.onStall(ctx, ev.at)
+			case trigASILIO:
+				c.onIOPressure(ev.at)
+				restore.Reset(c.quietEvery())
 			}
 		case now := <-rearm.C:
 			trigs.rearm(now)
 			scheduleRearm(now)
 		case now := <-restore.C:
 			if c.onQuiet(now) {
-				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
+				restore.Reset(c.quietEvery())
 			}
 		}
 	}
@@ -131,6 +135,7 @@ func (c *Controller) startTriggers(ctx context.Context, now time.Time) *trigSet 
 		dir := c.h.Hier.Root + prot.Path()
 		s.add(now, "ASIL memory "+prot.Path(), trigASILMemory, filepath.Join(dir, "memory.pressure"), cgroups.PSISome, pr.Threshold.Duration)
 		s.add(now, "ASIL cpu "+prot.Path(), trigASILCPU, filepath.Join(dir, "cpu.pressure"), cgroups.PSISome, pr.CPUThreshold.Duration)
+		s.add(now, "ASIL io "+prot.Path(), trigASILIO, filepath.Join(dir, "io.pressure"), cgroups.PSISome, c.cfg.IO.Threshold.Duration)
 	}
 	if c.cg.Version() == cgroups.V2 && pr.StallAction != "none" {
 		s.add(now, "partition stall", trigStall, filepath.Join(c.cg.Dir("memory"), "memory.pressure"), cgroups.PSIFull, pr.StallThreshold.Duration)
@@ -588,6 +593,7 @@ func (c *Controller) killProcess(pid int, cgroup string) error {
 
 // onQuiet restores one step; it reports whether more steps remain.
 func (c *Controller) onQuiet(now time.Time) bool {
+	ioStill := c.ioQuiet(now) // takes c.mu itself
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next, changed := c.thr.tick(now)
@@ -619,7 +625,7 @@ func (c *Controller) onQuiet(now time.Time) bool {
 		c.record(incident.Unthrottle, fmt.Sprintf("memory pressure gone: memory.high raised to %s", human(next)),
 			map[string]string{"memory_high": strconv.FormatUint(next, 10), "restored": strconv.FormatBool(!still)})
 	}
-	return still
+	return still || ioStill
 }
 
 func human(v uint64) string {

@@ -19,6 +19,7 @@ const (
 	trigASILMemory                 // a protected unit's memory pressure: throttle
 	trigASILCPU                    // a protected unit's CPU pressure: cpu quota
 	trigStall                      // the partition's own full memory pressure
+	trigASILIO                     // a protected unit's io pressure: io limits (io.go)
 )
 
 // psiSource is a registered PSI trigger: *cgroups.PSITrigger, or a fake
