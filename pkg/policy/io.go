@@ -118,8 +118,22 @@ func (c *Controller) applyIO(ctx context.Context, try func(what string, err erro
 	if c.cfg.IO.Weight > 0 {
 		try("io.weight", c.setter.SetIOWeight(ctx, c.cfg.IO.Weight))
 	}
+	want := map[cgroups.Device]bool{}
 	for _, d := range c.io.devs {
+		want[d.limit.Dev] = true
 		try("io.max "+d.limit.Dev.String(), c.setter.SetIOMax(ctx, d.limit))
+	}
+	// qmd owns the partition's device limits: one that is not configured
+	// (any more) is left over from an earlier configuration (a reload
+	// removed it) or from a reaction step of the previous controller, so
+	// it is lifted.
+	if cur, err := c.cg.IOMax(); err == nil {
+		for _, l := range cur {
+			if !want[l.Dev] && l != cgroups.NoIOLimit(l.Dev) {
+				c.log.Info("lifting an io limit that is not configured", zap.String("io_max", l.String()))
+				try("io.max "+l.Dev.String(), c.setter.SetIOMax(ctx, cgroups.NoIOLimit(l.Dev)))
+			}
+		}
 	}
 	c.sampleIO(time.Now())
 }

@@ -322,3 +322,14 @@ func TestASILIOTriggerThrottles(t *testing.T) {
 		t.Errorf("io.max = %q, want 8M - 25%%", got)
 	}
 }
+
+// A limit on a device that is not configured (a reload removed it, or
+// the previous controller's reaction left it) is lifted at start.
+func TestIOStaleLimitLifted(t *testing.T) {
+	h, root := ioHost(t)
+	write(t, root, map[string]string{"libpod-0123abcd/io.max": "7:3 rbps=max wbps=1048576 riops=max wiops=max\n"})
+	newController(t, h, ioPartition(t, ""), newRecorder())
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/io.max")); got != "7:3 rbps=max wbps=max riops=max wiops=max" {
+		t.Errorf("stale limit not lifted: io.max %q", got)
+	}
+}
