@@ -64,9 +64,14 @@ func resolveIODevice(sysRoot, p string) (cgroups.Device, error) {
 		}
 		d = cgroups.Device{Major: unix.Major(uint64(st.Rdev)), Minor: unix.Minor(uint64(st.Rdev))}
 	}
-	dir := filepath.Join(sysRoot, "dev", "block", d.String())
+	// /sys/dev/block/MAJ:MIN links to the device's directory; a
+	// partition's (it has a "partition" file) sits in its disk's.
+	dir, err := filepath.EvalSymlinks(filepath.Join(sysRoot, "dev", "block", d.String()))
+	if err != nil {
+		return d, nil // no sysfs entry (tests, an odd host): as configured
+	}
 	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
-		if b, err := os.ReadFile(filepath.Join(dir, "..", "dev")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(filepath.Dir(dir), "dev")); err == nil {
 			if whole, err := cgroups.ParseDevice(strings.TrimSpace(string(b))); err == nil {
 				return whole, nil
 			}

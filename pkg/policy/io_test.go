@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
@@ -331,5 +334,49 @@ func TestIOStaleLimitLifted(t *testing.T) {
 	newController(t, h, ioPartition(t, ""), newRecorder())
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/io.max")); got != "7:3 rbps=max wbps=max riops=max wiops=max" {
 		t.Errorf("stale limit not lifted: io.max %q", got)
+	}
+}
+
+// A partition is throttled through its disk (the kernel refuses io.max
+// on a partition); sysfs links /sys/dev/block/MAJ:MIN to the device's
+// directory, a partition's inside its disk's.
+func TestResolveIODevicePartitionToDisk(t *testing.T) {
+	sys := t.TempDir()
+	write(t, sys, map[string]string{
+		"devices/virtual/block/vda/dev":            "254:0\n",
+		"devices/virtual/block/vda/vda1/dev":       "254:1\n",
+		"devices/virtual/block/vda/vda1/partition": "1\n",
+	})
+	if err := os.MkdirAll(filepath.Join(sys, "dev/block"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"254:0": "../../devices/virtual/block/vda", "254:1": "../../devices/virtual/block/vda/vda1"} {
+		if err := os.Symlink(target, filepath.Join(sys, "dev/block", link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for in, want := range map[string]cgroups.Device{"254:1": vda, "254:0": vda, "7:5": {Major: 7, Minor: 5}} {
+		got, err := resolveIODevice(sys, in)
+		if err != nil || got != want {
+			t.Errorf("%s -> %v %v, want %v", in, got, err, want)
+		}
+	}
+	// A real block device node, through stat(2): /dev/vda or a loop device.
+	for _, node := range []string{"/dev/vda", "/dev/loop0"} {
+		var st unix.Stat_t
+		if unix.Stat(node, &st) != nil {
+			continue
+		}
+		got, err := resolveIODevice("/sys", node)
+		want := cgroups.Device{Major: unix.Major(uint64(st.Rdev)), Minor: unix.Minor(uint64(st.Rdev))}
+		if err != nil || got != want {
+			t.Errorf("%s -> %v %v, want %v", node, got, err, want)
+		}
+	}
+	if _, err := resolveIODevice("/sys", "/dev/null"); err == nil || !strings.Contains(err.Error(), "not a block device") {
+		t.Errorf("/dev/null: %v", err)
+	}
+	if _, err := resolveIODevice("/sys", "/dev/qmd-no-such-disk"); err == nil {
+		t.Error("missing device resolved")
 	}
 }
