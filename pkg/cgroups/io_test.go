@@ -169,12 +169,12 @@ func TestIOWeightToBFQ(t *testing.T) {
 	}
 }
 
-type fakeUnitSetter struct {
+type ioFakeUnitSetter struct {
 	unit  string
 	props []sddbus.Property
 }
 
-func (f *fakeUnitSetter) SetUnitPropertiesContext(_ context.Context, name string, _ bool, props ...sddbus.Property) error {
+func (f *ioFakeUnitSetter) SetUnitPropertiesContext(_ context.Context, name string, _ bool, props ...sddbus.Property) error {
 	f.unit = name
 	f.props = append(f.props, props...)
 	return nil
@@ -183,7 +183,7 @@ func (f *fakeUnitSetter) SetUnitPropertiesContext(_ context.Context, name string
 // The IO*Max properties are a(st) (device node, value); systemd resolves
 // /dev/block/MAJ:MIN with stat().
 func TestSystemdSetterIO(t *testing.T) {
-	f := &fakeUnitSetter{}
+	f := &ioFakeUnitSetter{}
 	s := &SystemdSetter{Conn: f, Unit: "libpod-x.scope"}
 	if err := s.SetIOMax(context.Background(), IOLimit{Dev: Device{254, 0}, RBps: 1, WBps: 2, RIOPS: 3, WIOPS: Max}); err != nil {
 		t.Fatal(err)

@@ -15,9 +15,9 @@ import (
 	"github.com/containers/qmd/internal/testutil"
 )
 
-// realLoop attaches a loop device to a sparse file of size bytes and
+// ioRealLoop attaches a loop device to a sparse file of size bytes and
 // returns its node and device number; it is detached at cleanup.
-func realLoop(t *testing.T, size int64) (string, Device) {
+func ioRealLoop(t *testing.T, size int64) (string, Device) {
 	t.Helper()
 	testutil.RequireBinaries(t, "losetup", "dd")
 	img := filepath.Join(t.TempDir(), "disk.img")
@@ -64,10 +64,10 @@ func realV1Blkio(t *testing.T) *Cgroup {
 	return cg
 }
 
-// ddDirect writes mb MiB with O_DIRECT to node from a shell that first
+// ioDDDirect writes mb MiB with O_DIRECT to node from a shell that first
 // moves itself into the cgroup's blkio directory, and returns the
 // throughput in bytes per second.
-func ddDirect(t *testing.T, cg *Cgroup, node string, mb int) float64 {
+func ioDDDirect(t *testing.T, cg *Cgroup, node string, mb int) float64 {
 	t.Helper()
 	procs := filepath.Join(cg.Dir("blkio"), "cgroup.procs")
 	script := fmt.Sprintf("echo $$ > %s && exec dd if=/dev/zero of=%s bs=256k count=%d oflag=direct status=none", procs, node, mb*4)
@@ -87,7 +87,7 @@ func ddDirect(t *testing.T, cg *Cgroup, node string, mb int) float64 {
 // "not supported" error instead.
 func TestRealV1IOLimits(t *testing.T) {
 	cg := realV1Blkio(t)
-	node, dev := realLoop(t, 64<<20)
+	node, dev := ioRealLoop(t, 64<<20)
 
 	if err := cg.SetIOWeight(50); errors.Is(err, ErrUnsupported) {
 		t.Logf("no blkio weight file on this kernel (no BFQ/CFQ): %v", err)
@@ -115,7 +115,7 @@ func TestRealV1IOLimits(t *testing.T) {
 
 	// 6 MiB at 2 MiB/s: about 3 s. The throttle lets a short burst
 	// through at the start of a slice, so allow 50 % over the limit.
-	limited := ddDirect(t, cg, node, 6)
+	limited := ioDDDirect(t, cg, node, 6)
 	t.Logf("write_bps=2M: O_DIRECT writer got %.2f MiB/s", limited/(1<<20))
 	if limited > 1.5*float64(want.WBps) {
 		t.Errorf("write_bps %d not enforced: %.0f B/s", want.WBps, limited)
@@ -141,7 +141,7 @@ func TestRealV1IOLimits(t *testing.T) {
 	if got, err := cg.IOMaxOf(dev); err != nil || got != NoIOLimit(dev) {
 		t.Fatalf("after lifting: %+v %v", got, err)
 	}
-	free := ddDirect(t, cg, node, 32)
+	free := ioDDDirect(t, cg, node, 32)
 	t.Logf("no limit: O_DIRECT writer got %.2f MiB/s", free/(1<<20))
 	if free < 3*float64(want.WBps) {
 		t.Errorf("without a limit the writer got only %.0f B/s: the measurement above proves nothing", free)

@@ -14,10 +14,10 @@ import (
 	"github.com/containers/qmd/pkg/cgroups"
 )
 
-var vda = cgroups.Device{Major: 254, Minor: 0}
+var ioVda = cgroups.Device{Major: 254, Minor: 0}
 
-func limit(rbps, wbps uint64) cgroups.IOLimit {
-	l := cgroups.NoIOLimit(vda)
+func ioLimitRW(rbps, wbps uint64) cgroups.IOLimit {
+	l := cgroups.NoIOLimit(ioVda)
 	l.RBps, l.WBps = rbps, wbps
 	return l
 }
@@ -28,7 +28,7 @@ func limit(rbps, wbps uint64) cgroups.IOLimit {
 func TestIOThrottleStepsAndRestoresExactly(t *testing.T) {
 	thr := newIOThrottle(0.25, 0, 1<<20, 30*time.Second)
 	thr.minInterval = time.Second
-	configured := cgroups.IOLimit{Dev: vda, RBps: 100 << 20, WBps: 10 << 20, RIOPS: 2000, WIOPS: cgroups.Max}
+	configured := cgroups.IOLimit{Dev: ioVda, RBps: 100 << 20, WBps: 10 << 20, RIOPS: 2000, WIOPS: cgroups.Max}
 	tg := []ioTarget{{configured: configured, rate: [2]uint64{unknownRate, unknownRate}}}
 	t0 := time.Unix(1000, 0)
 
@@ -96,24 +96,24 @@ func TestIOThrottleStepsAndRestoresExactly(t *testing.T) {
 func TestIOThrottleStartsFromTheMeasuredRate(t *testing.T) {
 	thr := newIOThrottle(0.5, 0, 1<<20, time.Minute)
 	t0 := time.Unix(1000, 0)
-	ch, _ := thr.pressure(t0, []ioTarget{{configured: cgroups.NoIOLimit(vda), rate: [2]uint64{0, 40 << 20}}})
+	ch, _ := thr.pressure(t0, []ioTarget{{configured: cgroups.NoIOLimit(ioVda), rate: [2]uint64{0, 40 << 20}}})
 	if len(ch) != 1 || ch[0].RBps != cgroups.Max || ch[0].WBps != 20<<20 {
 		t.Errorf("from the measured rate: %+v", ch)
 	}
 	// A configured 100M limit with the partition doing 8M: from 8M.
 	thr = newIOThrottle(0.5, 0, 1<<20, time.Minute)
-	ch, _ = thr.pressure(t0, []ioTarget{{configured: limit(100<<20, 100<<20), rate: [2]uint64{8 << 20, unknownRate}}})
+	ch, _ = thr.pressure(t0, []ioTarget{{configured: ioLimitRW(100<<20, 100<<20), rate: [2]uint64{8 << 20, unknownRate}}})
 	if len(ch) != 1 || ch[0].RBps != 4<<20 || ch[0].WBps != 50<<20 {
 		t.Errorf("from min(configured, rate): %+v", ch)
 	}
 	thr = newIOThrottle(0, 30<<20, 1<<20, time.Minute)
-	ch, _ = thr.pressure(t0, []ioTarget{{configured: cgroups.NoIOLimit(vda), rate: [2]uint64{unknownRate, 10 << 20}}})
+	ch, _ = thr.pressure(t0, []ioTarget{{configured: cgroups.NoIOLimit(ioVda), rate: [2]uint64{unknownRate, 10 << 20}}})
 	if len(ch) != 1 || ch[0].RBps != defaultIOStart-30<<20 || ch[0].WBps != 1<<20 {
 		t.Errorf("default start / absolute step / floor: %+v", ch)
 	}
 	// Nothing to lower: no IO at all.
 	thr = newIOThrottle(0.25, 0, 1<<20, time.Minute)
-	if ch, held := thr.pressure(t0, []ioTarget{{configured: cgroups.NoIOLimit(vda), rate: [2]uint64{0, 0}}}); len(ch) != 0 || held != ioHeldFloor || thr.throttled() {
+	if ch, held := thr.pressure(t0, []ioTarget{{configured: cgroups.NoIOLimit(ioVda), rate: [2]uint64{0, 0}}}); len(ch) != 0 || held != ioHeldFloor || thr.throttled() {
 		t.Errorf("no IO throttled: %+v %q", ch, held)
 	}
 }
@@ -343,26 +343,26 @@ func TestIOStaleLimitLifted(t *testing.T) {
 func TestResolveIODevicePartitionToDisk(t *testing.T) {
 	sys := t.TempDir()
 	write(t, sys, map[string]string{
-		"devices/virtual/block/vda/dev":            "254:0\n",
-		"devices/virtual/block/vda/vda1/dev":       "254:1\n",
-		"devices/virtual/block/vda/vda1/partition": "1\n",
+		"devices/virtual/block/ioVda/dev":            "254:0\n",
+		"devices/virtual/block/ioVda/vda1/dev":       "254:1\n",
+		"devices/virtual/block/ioVda/vda1/partition": "1\n",
 	})
 	if err := os.MkdirAll(filepath.Join(sys, "dev/block"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for link, target := range map[string]string{"254:0": "../../devices/virtual/block/vda", "254:1": "../../devices/virtual/block/vda/vda1"} {
+	for link, target := range map[string]string{"254:0": "../../devices/virtual/block/ioVda", "254:1": "../../devices/virtual/block/ioVda/vda1"} {
 		if err := os.Symlink(target, filepath.Join(sys, "dev/block", link)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for in, want := range map[string]cgroups.Device{"254:1": vda, "254:0": vda, "7:5": {Major: 7, Minor: 5}} {
+	for in, want := range map[string]cgroups.Device{"254:1": ioVda, "254:0": ioVda, "7:5": {Major: 7, Minor: 5}} {
 		got, err := resolveIODevice(sys, in)
 		if err != nil || got != want {
 			t.Errorf("%s -> %v %v, want %v", in, got, err, want)
 		}
 	}
-	// A real block device node, through stat(2): /dev/vda or a loop device.
-	for _, node := range []string{"/dev/vda", "/dev/loop0"} {
+	// A real block device node, through stat(2): /dev/ioVda or a loop device.
+	for _, node := range []string{"/dev/ioVda", "/dev/loop0"} {
 		var st unix.Stat_t
 		if unix.Stat(node, &st) != nil {
 			continue

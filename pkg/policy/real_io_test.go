@@ -29,7 +29,7 @@ func TestRealV1IOReaction(t *testing.T) {
 	requireReal(t)
 	testutil.RequireBinaries(t, "losetup", "dd")
 	if _, err := os.Stat("/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device"); err != nil {
-		if testutil.Integration() && !fileExists("/sys/fs/cgroup/cgroup.controllers") {
+		if testutil.Integration() && !ioFileExists("/sys/fs/cgroup/cgroup.controllers") {
 			t.Fatalf("no v1 blkio throttling on this host: %v", err)
 		}
 		t.Skip("no cgroup v1 blkio throttling (cgroup v2 hosts: the fake-tree tests and the e2e VM)")
@@ -125,4 +125,4 @@ func TestRealV1IOReaction(t *testing.T) {
 	}
 }
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+func ioFileExists(p string) bool { _, err := os.Stat(p); return err == nil }
