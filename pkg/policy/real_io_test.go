@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,19 +14,27 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/internal/testutil"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/supervisor"
 )
 
-// TestRealV1IOReaction: the whole IO policy of a controller on this
-// host's real cgroup v1 hierarchy (blkio with throttling) and a real loop
-// device: the weight and the configured write_bps are applied at start,
-// one IO pressure step halves the limit and an O_DIRECT writer in the
-// partition gets the lowered rate, and the quiet period restores the
-// configured limit exactly.
-func TestRealV1IOReaction(t *testing.T) {
+// ioRealPartition is a fake partition on this host's real cgroup v1
+// hierarchy (memory, pids, cpu, freezer and blkio: libpod-<id> with a
+// sleeping init) and a loop device (direct IO to its backing file). It
+// skips where blkio throttling is missing, unless QMD_INTEGRATION is set
+// on a v1 host.
+type ioRealPartition struct {
+	hier      *cgroups.Hierarchy
+	id, blkio string // container ID; the partition's blkio directory
+	node, dev string // loop device node and MAJ:MIN
+	initPID   int
+}
+
+func newIORealPartition(t *testing.T) *ioRealPartition {
+	t.Helper()
 	requireReal(t)
 	testutil.RequireBinaries(t, "losetup", "dd")
 	if _, err := os.Stat("/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device"); err != nil {
@@ -45,7 +54,7 @@ func TestRealV1IOReaction(t *testing.T) {
 	if err := os.Truncate(img, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	out, err := exec.Command("losetup", "--find", "--show", "--direct-io=on", img).CombinedOutput()
 	if err != nil {
 		t.Fatalf("losetup: %v: %s", err, out)
 	}
@@ -77,12 +86,23 @@ func TestRealV1IOReaction(t *testing.T) {
 	}
 	blkio := filepath.Join(hier.Root, "blkio", name)
 
-	h := &Host{Hier: hier, ProcRoot: "/proc", MemTotal: 8 << 30, PidMax: 4194304, Resync: time.Hour, Log: zap.NewNop()}
+	return &ioRealPartition{hier: hier, id: id, blkio: blkio, node: node, dev: dev, initPID: init.Process.Pid}
+}
+
+// TestRealV1IOReaction: the whole IO policy of a controller on this
+// host's real cgroup v1 hierarchy (blkio with throttling) and a real loop
+// device: the weight and the configured write_bps are applied at start,
+// one IO pressure step halves the limit and an O_DIRECT writer in the
+// partition gets the lowered rate, and the quiet period restores the
+// configured limit exactly.
+func TestRealV1IOReaction(t *testing.T) {
+	x := newIORealPartition(t)
+	h := &Host{Hier: x.hier, ProcRoot: "/proc", MemTotal: 8 << 30, PidMax: 4194304, Resync: time.Hour, Log: zap.NewNop()}
 	r := newRecorder()
 	// The node path, as an operator writes it (resolved through stat).
 	p := ioPartition(t, fmt.Sprintf("[partition.io]\nweight = 50\nstep = \"50%%\"\nfloor = \"1M\"\nrestore_after = \"30s\"\n"+
-		"[[partition.io.device]]\npath = %q\nwrite_bps = \"8M\"\n", node))
-	res, err := h.New(p, supervisor.Init{ContainerID: id, PID: init.Process.Pid}, r.hooks())
+		"[[partition.io.device]]\npath = %q\nwrite_bps = \"8M\"\n", x.node))
+	res, err := h.New(p, supervisor.Init{ContainerID: x.id, PID: x.initPID}, r.hooks())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,21 +110,21 @@ func TestRealV1IOReaction(t *testing.T) {
 	if all := r.All(); len(all) != 0 {
 		t.Logf("incidents at start: %+v", all)
 	}
-	if got := read(t, filepath.Join(blkio, "blkio.throttle.write_bps_device")); got != dev+" 8388608" {
-		t.Fatalf("write_bps at start: %q, want %s 8388608", got, dev)
+	if got := read(t, filepath.Join(x.blkio, "blkio.throttle.write_bps_device")); got != x.dev+" 8388608" {
+		t.Fatalf("write_bps at start: %q, want %s 8388608", got, x.dev)
 	}
-	if got := read(t, filepath.Join(blkio, "blkio.bfq.weight")); got != "50" {
+	if got := read(t, filepath.Join(x.blkio, "blkio.bfq.weight")); got != "50" {
 		t.Errorf("blkio.bfq.weight %q, want 50", got)
 	}
 
 	t0 := time.Now()
 	c.onIOPressure(t0)
-	if got := read(t, filepath.Join(blkio, "blkio.throttle.write_bps_device")); got != dev+" 4194304" {
-		t.Fatalf("write_bps after one IO pressure step: %q, want %s 4194304", got, dev)
+	if got := read(t, filepath.Join(x.blkio, "blkio.throttle.write_bps_device")); got != x.dev+" 4194304" {
+		t.Fatalf("write_bps after one IO pressure step: %q, want %s 4194304", got, x.dev)
 	}
 	// 8 MiB at 4 MiB/s: about 2 s (the throttle lets a short burst through).
 	script := fmt.Sprintf("echo $$ > %s && exec dd if=/dev/zero of=%s bs=256k count=32 oflag=direct status=none",
-		filepath.Join(blkio, "cgroup.procs"), node)
+		filepath.Join(x.blkio, "cgroup.procs"), x.node)
 	start := time.Now()
 	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
 		t.Fatalf("dd: %v: %s", err, out)
@@ -120,9 +140,92 @@ func TestRealV1IOReaction(t *testing.T) {
 
 	for now := t0.Add(31 * time.Second); c.onQuiet(now); now = now.Add(31 * time.Second) {
 	}
-	if got := read(t, filepath.Join(blkio, "blkio.throttle.write_bps_device")); got != dev+" 8388608" {
-		t.Errorf("write_bps after the quiet period: %q, want the configured %s 8388608", got, dev)
+	if got := read(t, filepath.Join(x.blkio, "blkio.throttle.write_bps_device")); got != x.dev+" 8388608" {
+		t.Errorf("write_bps after the quiet period: %q, want the configured %s 8388608", got, x.dev)
 	}
 }
 
 func ioFileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestRealASILIOPressureChain: the whole chain with real kernel parts. A
+// protected cgroup on this host's cgroup2 mount (/sys/fs/cgroup/unified,
+// which has per-cgroup PSI) runs a writer doing small O_DIRECT+O_DSYNC
+// writes to the loop device: its tasks wait on IO, so its io.pressure
+// grows. A real PSI trigger (unprivileged: 2 s window) on it wakes the
+// controller, the wake-up is confirmed against the io.pressure totals, and
+// the partition (v1 blkio, an O_DIRECT writer doing IO on the same loop
+// device) gets its configured write_bps lowered one step.
+func TestRealASILIOPressureChain(t *testing.T) {
+	x := newIORealPartition(t)
+	unified := "/sys/fs/cgroup/unified"
+	if _, err := os.Stat(filepath.Join(unified, "cgroup.procs")); err != nil {
+		t.Skip("no cgroup2 mount at /sys/fs/cgroup/unified")
+	}
+	asilName := x.id + "-asil"
+	asil := filepath.Join(unified, asilName)
+	if err := os.Mkdir(asil, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup2 cgroup: %v", err)
+	}
+	t.Cleanup(func() { testutil.RemoveCgroup(t, asil) })
+	if _, err := os.Stat(filepath.Join(asil, "io.pressure")); err != nil {
+		t.Skip("no per-cgroup io.pressure")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The partition's hog: writes (at most its configured 64M/s) to the
+	// first half of the loop device until the test ends.
+	hog := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf(
+		"echo $$ > %s && while :; do dd if=/dev/zero of=%s bs=1M count=32 oflag=direct status=none; done",
+		filepath.Join(x.blkio, "cgroup.procs"), x.node))
+	startCmd(t, hog)
+	// The ASIL stand-in: 4 KiB synchronous writes, each waited for.
+	probe := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf(
+		"echo $$ > %s && while :; do dd if=/dev/zero of=%s bs=4k count=200 seek=12000 oflag=direct,dsync status=none; done",
+		filepath.Join(asil, "cgroup.procs"), x.node))
+	startCmd(t, probe)
+
+	// Protect.Cgroup is relative to the hierarchy root qmd watches (the
+	// v1 root here): the unified mount is below it.
+	h := &Host{Hier: x.hier, ProcRoot: "/proc", MemTotal: 8 << 30, PidMax: 4194304, Resync: time.Hour,
+		Protected: []config.Protect{{Cgroup: "/unified/" + asilName, OOMScoreAdj: -900, WatchPressure: true}}}
+	logs := observe(h)
+	r := newRecorder()
+	p := ioPartition(t, fmt.Sprintf("[partition.pressure]\nhost_memory = false\nstall_action = \"none\"\n"+
+		"[partition.io]\nthreshold = \"100ms\"\nstep = \"50%%\"\nfloor = \"1M\"\n"+
+		"[[partition.io.device]]\npath = %q\nwrite_bps = \"64M\"\n", x.dev))
+	res, err := h.New(p, supervisor.Init{ContainerID: x.id, PID: x.initPID}, r.hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.(*Controller)
+	start := time.Now()
+	runController(t, c)
+	deadline := time.After(30 * time.Second)
+	for r.Count(incident.IOThrottle) == 0 {
+		select {
+		case <-r.changed:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			b, _ := os.ReadFile(filepath.Join(asil, "io.pressure"))
+			t.Fatalf("no io-throttle within 30 s; ASIL io.pressure:\n%s\nwake-ups %d, spurious %d; logs: %v",
+				b, c.wakeups.Load(), c.SpuriousWakeups(), logs.All())
+		}
+	}
+	took := time.Since(start)
+	got := read(t, filepath.Join(x.blkio, "blkio.throttle.write_bps_device"))
+	b, _ := os.ReadFile(filepath.Join(asil, "io.pressure"))
+	t.Logf("io-throttle %.1f s after start (wake-ups %d, spurious %d): write_bps %q; ASIL io.pressure %s",
+		took.Seconds(), c.wakeups.Load(), c.SpuriousWakeups(), got, strings.SplitN(string(b), "\n", 2)[0])
+	f := strings.Fields(got)
+	if len(f) != 2 || f[0] != x.dev {
+		t.Fatalf("write_bps %q", got)
+	}
+	if v, err := strconv.ParseUint(f[1], 10, 64); err != nil || v >= 64<<20 || v < 1<<20 {
+		t.Errorf("write_bps %q: want one step below the configured 64M, not below the 1M floor", got)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.conds) == 0 || r.conds[0] != "+io-limited" {
+		t.Errorf("conditions %v", r.conds)
+	}
+}
