@@ -229,3 +229,107 @@ func TestRealASILIOPressureChain(t *testing.T) {
 		t.Errorf("conditions %v", r.conds)
 	}
 }
+
+// TestRealV2ASILIOPressureChain is the chain on a cgroup v2 host with the
+// io controller (production, a VM; skipped on the hybrid build host): the
+// partition and a protected cgroup are siblings under the root, the
+// protected writer's io.pressure fires a real PSI trigger, and the
+// partition's io.max wbps is lowered one step from the configured 64M.
+// QMD_IO_TEST_DEV names the disk both write to (else a loop device).
+func TestRealV2ASILIOPressureChain(t *testing.T) {
+	requireReal(t)
+	hier, err := cgroups.NewHierarchy("")
+	if err != nil || hier.Version != cgroups.V2 {
+		t.Skip("the root hierarchy is not cgroup v2 (v1 hosts: TestRealASILIOPressureChain)")
+	}
+	if b, err := os.ReadFile(filepath.Join(hier.Root, "cgroup.controllers")); err != nil || !strings.Contains(" "+string(b)+" ", " io ") {
+		t.Skip("no io controller")
+	}
+	if err := os.WriteFile(filepath.Join(hier.Root, "cgroup.subtree_control"), []byte("+io"), 0); err != nil {
+		t.Fatal(err)
+	}
+	node := os.Getenv("QMD_IO_TEST_DEV")
+	if node == "" {
+		testutil.RequireBinaries(t, "losetup")
+		img := filepath.Join(t.TempDir(), "disk.img")
+		if err := os.WriteFile(img, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(img, 64<<20); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("losetup", "--find", "--show", "--direct-io=on", img).CombinedOutput()
+		if err != nil {
+			t.Fatalf("losetup: %v: %s", err, out)
+		}
+		node = strings.TrimSpace(string(out))
+		t.Cleanup(func() { _ = exec.Command("losetup", "-d", node).Run() })
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(node, &st); err != nil {
+		t.Fatal(err)
+	}
+	dev := fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)))
+	id := randomID(t)
+	part := filepath.Join(hier.Root, "libpod-"+id)
+	asil := filepath.Join(hier.Root, id+"-asil")
+	for _, d := range []string{part, asil} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { testutil.RemoveCgroup(t, d) })
+	}
+	init := exec.Command("sleep", "60")
+	startCmd(t, init)
+	if err := os.WriteFile(filepath.Join(part, "cgroup.procs"), []byte(strconv.Itoa(init.Process.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	startCmd(t, exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf(
+		"echo $$ > %s && while :; do dd if=/dev/zero of=%s bs=1M count=32 oflag=direct 2>/dev/null; done",
+		filepath.Join(part, "cgroup.procs"), node)))
+	startCmd(t, exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf(
+		"echo $$ > %s && while :; do dd if=/dev/zero of=%s bs=4k count=200 seek=12000 oflag=direct conv=fsync 2>/dev/null; done",
+		filepath.Join(asil, "cgroup.procs"), node)))
+
+	h := &Host{Hier: hier, ProcRoot: "/proc", MemTotal: 8 << 30, PidMax: 4194304, Resync: time.Hour,
+		Protected: []config.Protect{{Cgroup: "/" + id + "-asil", OOMScoreAdj: -900, WatchPressure: true}}}
+	logs := observe(h)
+	r := newRecorder()
+	p := ioPartition(t, fmt.Sprintf("[partition.pressure]\nhost_memory = false\nstall_action = \"none\"\n"+
+		"[partition.io]\nthreshold = \"100ms\"\nstep = \"50%%\"\nfloor = \"1M\"\n"+
+		"[[partition.io.device]]\npath = %q\nwrite_bps = \"64M\"\n", node))
+	res, err := h.New(p, supervisor.Init{ContainerID: id, PID: init.Process.Pid}, r.hooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.(*Controller)
+	if got := read(t, filepath.Join(part, "io.max")); got != dev+" rbps=max wbps=67108864 riops=max wiops=max" {
+		t.Errorf("io.max at start: %q", got)
+	}
+	if got := read(t, filepath.Join(part, "io.weight")); got != "default 50" {
+		t.Errorf("io.weight at start: %q", got)
+	}
+	start := time.Now()
+	runController(t, c)
+	deadline := time.After(30 * time.Second)
+	for r.Count(incident.IOThrottle) == 0 {
+		select {
+		case <-r.changed:
+		case <-time.After(100 * time.Millisecond):
+		case <-deadline:
+			b, _ := os.ReadFile(filepath.Join(asil, "io.pressure"))
+			t.Fatalf("no io-throttle within 30 s; ASIL io.pressure:\n%s\nwake-ups %d, spurious %d; logs: %v",
+				b, c.wakeups.Load(), c.SpuriousWakeups(), logs.All())
+		}
+	}
+	got := read(t, filepath.Join(part, "io.max"))
+	b, _ := os.ReadFile(filepath.Join(asil, "io.pressure"))
+	t.Logf("io-throttle %.1f s after start (wake-ups %d, spurious %d): io.max %q; ASIL io.pressure %s",
+		time.Since(start).Seconds(), c.wakeups.Load(), c.SpuriousWakeups(), got, strings.SplitN(string(b), "\n", 2)[0])
+	var wbps uint64
+	if _, err := fmt.Sscanf(got, dev+" rbps=max wbps=%d riops=max wiops=max", &wbps); err != nil || wbps >= 64<<20 || wbps < 1<<20 {
+		t.Errorf("io.max %q: want wbps one step below the configured 64M, not below the 1M floor", got)
+	}
+}
