@@ -14,7 +14,7 @@
 #   scripts/io-v2-vm.sh            # exit status: 0 when the tests passed
 set -eu
 cd "$(dirname "$0")/.."
-KVER=${KVER:-$(ls /boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | sort -V | tail -1)}
+KVER=${KVER:-$(find /boot -maxdepth 1 -name 'vmlinuz-*' | sed 's|.*/vmlinuz-||' | sort -V | tail -1)}
 M=/lib/modules/$KVER/kernel
 W=$(mktemp -d /tmp/qmd-io-v2-vm.XXXXXX)
 trap 'rm -rf "$W"' EXIT
