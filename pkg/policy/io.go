@@ -140,11 +140,6 @@ func (c *Controller) applyIO(ctx context.Context, try func(what string, err erro
 			}
 		}
 	}
-	// A new controller (a reload, a new init) starts from the configured
-	// limits: a previous controller's io-limited condition is over.
-	if c.hooks.Condition != nil {
-		c.hooks.Condition(supervisor.IOLimited, false, "io limits applied as configured")
-	}
 	c.sampleIO(time.Now())
 }
 
