@@ -92,10 +92,10 @@ func (c *Controller) Run(ctx context.Context) error {
 			switch ev.t.kind {
 			case trigHostMemory, trigASILMemory:
 				c.onMemoryPressure(ev.at)
-				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
+				restore.Reset(c.quietEvery())
 			case trigASILCPU:
 				c.onCPUPressure(ev.at)
-				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
+				restore.Reset(c.quietEvery())
 			case trigStall:
 				c.onStall(ctx, ev.at)
 			case trigASILIO:
