@@ -108,6 +108,7 @@ type Partition struct {
 	CPU      CPU      `toml:"cpu"`
 	Pids     Pids     `toml:"pids"`
 	Pressure Pressure `toml:"pressure"`
+	IO       IO       `toml:"io"`
 }
 
 // Security is the partition's LSM confinement: the SELinux label and the
@@ -278,6 +279,7 @@ func DefaultPartition(name string) Partition {
 			CPUThreshold:   Duration{200 * time.Millisecond},
 			CPUQuota:       "50%",
 		},
+		IO: DefaultIO(),
 	}
 }
 

@@ -89,6 +89,7 @@ func Prepare(c *Config, h Host) error {
 			devs = append(devs, d)
 		}
 		p.Devices = devs
+		v.errs = append(v.errs, prepareIO(c, h, pre, p)...)
 		names := make([]string, 0, len(p.Rlimits))
 		for k := range p.Rlimits {
 			names = append(names, k)

@@ -328,6 +328,7 @@ func (v *validator) partition(pre string, p *Partition) {
 	if !pr.Floor.Set || pr.Floor.IsInfinity() {
 		v.fail(pre+".pressure.floor", "must be a finite size or percentage")
 	}
+	v.validateIO(pre, p.IO, pr.Window.Duration)
 }
 
 func (v *validator) security(pre string, s Security) {

@@ -15,10 +15,6 @@ import (
 	"github.com/containers/qmd/pkg/protect"
 )
 
-// defaultIOThreshold is the ASIL io "some" stall per window that counts as
-// IO pressure until the IO policy ([partition.io] threshold) sets it.
-const defaultIOThreshold = 100 * time.Millisecond
-
 // ProtectConfig maps the configuration to the host-level protector's: the
 // [[protect]] entries, and triggers as sensitive as the most sensitive
 // partition asks (the shortest window, the lowest thresholds): the
@@ -26,7 +22,7 @@ const defaultIOThreshold = 100 * time.Millisecond
 // reacts to every confirmed signal. Host memory is watched when any
 // partition asks for pressure.host_memory.
 func ProtectConfig(cfg *config.Config, memTotal uint64) protect.Config {
-	pc := protect.Config{Resync: cfg.Policy.Resync.Duration, DryRun: cfg.Policy.DryRun, IOThreshold: defaultIOThreshold}
+	pc := protect.Config{Resync: cfg.Policy.Resync.Duration, DryRun: cfg.Policy.DryRun}
 	parts := cfg.Partitions
 	if len(parts) == 0 {
 		parts = []config.Partition{config.DefaultPartition("qm")}
@@ -41,6 +37,9 @@ func ProtectConfig(cfg *config.Config, memTotal uint64) protect.Config {
 		}
 		if i == 0 || pr.CPUThreshold.Duration < pc.CPUThreshold {
 			pc.CPUThreshold = pr.CPUThreshold.Duration
+		}
+		if i == 0 || p.IO.Threshold.Duration < pc.IOThreshold {
+			pc.IOThreshold = p.IO.Threshold.Duration
 		}
 		pc.HostMemory = pc.HostMemory || pr.HostMemory
 	}

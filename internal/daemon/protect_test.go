@@ -18,6 +18,7 @@ func TestProtectConfig(t *testing.T) {
 	b.Pressure.Window = config.Duration{Duration: time.Second}
 	b.Pressure.CPUThreshold = config.Duration{Duration: 50 * time.Millisecond}
 	b.Pressure.Threshold = config.Duration{Duration: 300 * time.Millisecond}
+	a.IO.Threshold = config.Duration{Duration: 40 * time.Millisecond} // [partition.io] threshold
 	cfg := config.Default()
 	cfg.Partitions = []config.Partition{a, b}
 	mn, _ := config.ParseSize("256M")
@@ -25,7 +26,7 @@ func TestProtectConfig(t *testing.T) {
 	cfg.Protect = []config.Protect{{Unit: "brakes.service", OOMScoreAdj: -900, WatchPressure: true, MemoryMin: mn, MemoryLow: low}}
 	pc := ProtectConfig(cfg, 8<<30)
 	if pc.Window != time.Second || pc.MemoryThreshold != 100*time.Millisecond || pc.CPUThreshold != 50*time.Millisecond ||
-		pc.IOThreshold != defaultIOThreshold || !pc.HostMemory {
+		pc.IOThreshold != 40*time.Millisecond || !pc.HostMemory {
 		t.Errorf("triggers %+v", pc)
 	}
 	if err := pc.Validate(); err != nil {

@@ -37,6 +37,7 @@ const (
 	StartFailed    Type = "start-failed"     // creating or starting the container failed; retried with backoff
 	PolicyReload   Type = "policy-reload"    // a reloaded configuration was applied to the running partition
 	Upgrade        Type = "upgrade"          // qmd started with another version than last time (a package upgrade)
+	IOThrottle     Type = "io-throttle"      // partition io limits lowered under ASIL io pressure, or restored
 )
 
 // Incident is one recorded event. ID and Time are set by the store when

@@ -21,6 +21,10 @@ type LimitSetter interface {
 	SetCPUWeight(ctx context.Context, w uint64) error
 	SetCPUMax(ctx context.Context, m CPUMax) error
 	SetPidsMax(ctx context.Context, v uint64) error
+	// SetIOWeight sets the default IO weight (1..10000); SetIOMax one
+	// device's bandwidth and IOPS limits (Max: none). See io.go.
+	SetIOWeight(ctx context.Context, w uint64) error
+	SetIOMax(ctx context.Context, l IOLimit) error
 	// Via says how limits are applied: "systemd <unit>" or "cgroupfs <path>".
 	Via() string
 }

@@ -122,6 +122,7 @@ type Controller struct {
 	lastStall time.Time   // the last full-pressure window
 	kills     []time.Time // offenders killed during the current stall
 	selfFull  sample      // the partition's own full memory stall total at the last throttle step
+	io        ioState     // the IO policy and its reaction to ASIL IO pressure (io.go)
 
 	wakeups  atomic.Uint64 // PSI trigger wake-ups (firings) handled
 	spurious atomic.Uint64 // of which the pressure totals did not confirm
@@ -181,6 +182,7 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 			return oom.Target{Name: p.Name, Cgroup: cg.Path(), InitPID: pid}, true
 		},
 	}
+	c.initIO("/sys")
 	c.applyLimits()
 	return c, nil
 }
@@ -264,6 +266,7 @@ func (c *Controller) applyLimits() {
 	if count, err := c.cfg.Pids.Limit(c.h.PidMax); err == nil && count > 0 {
 		try("pids.max", c.setter.SetPidsMax(ctx, count))
 	}
+	c.applyIO(ctx, try)
 	if len(unsupported) > 0 {
 		c.log.Warn("limits without an equivalent on this cgroup version", zap.Strings("limits", unsupported),
 			zap.Int("cgroup_version", int(c.cg.Version())))

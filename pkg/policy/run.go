@@ -78,6 +78,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		case now := <-resync.C:
 			w.Resync()
 			trigs.SampleAll(now)
+			c.sampleIO(now)
 		case ev, ok := <-w.Events():
 			if !ok {
 				return w.Err()
@@ -104,14 +105,14 @@ func (c *Controller) Run(ctx context.Context) error {
 				continue
 			}
 			if c.onSignal(sig) {
-				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
+				restore.Reset(c.quietEvery())
 			}
 		case now := <-rearm.C:
 			trigs.Rearm(now)
 			scheduleRearm(now)
 		case now := <-restore.C:
 			if c.onQuiet(now) {
-				restore.Reset(c.cfg.Pressure.RestoreAfter.Duration)
+				restore.Reset(c.quietEvery())
 			}
 		}
 	}
@@ -596,6 +597,7 @@ func (c *Controller) killProcess(pid int, cgroup string) error {
 
 // onQuiet restores one step; it reports whether more steps remain.
 func (c *Controller) onQuiet(now time.Time) bool {
+	ioStill := c.ioQuiet(now) // takes c.mu itself
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next, changed := c.thr.tick(now)
@@ -627,7 +629,7 @@ func (c *Controller) onQuiet(now time.Time) bool {
 		c.record(incident.Unthrottle, fmt.Sprintf("memory pressure gone: memory.high raised to %s", human(next)),
 			map[string]string{"memory_high": strconv.FormatUint(next, 10), "restored": strconv.FormatBool(!still)})
 	}
-	return still
+	return still || ioStill
 }
 
 func human(v uint64) string {

@@ -604,7 +604,7 @@ func (p *partition) diedCode(code int32, reason string) {
 
 // clearConds drops the conditions that only exist while the init runs.
 func (p *partition) clearConds() {
-	for _, c := range []Condition{Throttled, Frozen, CPULimited} {
+	for _, c := range []Condition{Throttled, Frozen, CPULimited, IOLimited} {
 		p.setCond(c, false, "partition init gone")
 	}
 }

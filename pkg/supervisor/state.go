@@ -33,6 +33,9 @@ const (
 	Frozen Condition = "frozen"
 	// CPULimited: a cpu.max quota was applied because of ASIL CPU pressure.
 	CPULimited Condition = "cpu-limited"
+	// IOLimited: the partition's IO bandwidth limits were lowered because
+	// of ASIL IO pressure.
+	IOLimited Condition = "io-limited"
 	// PodmanDegraded: Podman is unreachable, or its calls for this
 	// partition time out; qmd keeps retrying.
 	PodmanDegraded Condition = "podman-degraded"
@@ -121,7 +124,7 @@ func deriveSub(st State, cs Conditions, restarting bool) string {
 		switch {
 		case cs.Has(Frozen):
 			return SubFrozen
-		case cs.Has(Throttled), cs.Has(CPULimited):
+		case cs.Has(Throttled), cs.Has(CPULimited), cs.Has(IOLimited):
 			return SubThrottled
 		}
 		return SubRunning

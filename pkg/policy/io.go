@@ -1,0 +1,459 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/pkg/cgroups"
+	"github.com/containers/qmd/pkg/supervisor"
+)
+
+// defaultIOStart is the bandwidth the IO reaction starts stepping down
+// from on a device without a configured limit when the partition's own
+// rate is unknown (no io.stat reading to compare with yet).
+const defaultIOStart = 100 << 20 // bytes/s
+
+// ioDevice is a configured [[partition.io.device]] resolved on this host.
+type ioDevice struct {
+	path  string // as configured
+	limit cgroups.IOLimit
+}
+
+// ioState is the IO reaction's state; the Controller's mu guards it.
+type ioState struct {
+	devs []ioDevice
+	thr  *ioThrottle
+	// The partition's io.stat at the previous reading (the start, each
+	// resync tick, each IO pressure window): rates are taken against it.
+	prev   map[cgroups.Device]cgroups.IOStat
+	prevAt time.Time
+}
+
+// resolveIODevice turns a configured device into its number: "MAJ:MIN" as
+// written, a path through stat(2) (symlinks such as /dev/disk/by-id
+// followed). A partition is replaced by its disk: the kernel throttles
+// whole disks only (io.max refuses a partition). sysRoot is /sys.
+func resolveIODevice(sysRoot, p string) (cgroups.Device, error) {
+	var d cgroups.Device
+	if !strings.HasPrefix(p, "/") {
+		ma, mi, ok := config.ParseMajMin(p)
+		if !ok {
+			return d, fmt.Errorf("%q is not MAJ:MIN", p)
+		}
+		d = cgroups.Device{Major: ma, Minor: mi}
+	} else {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return d, fmt.Errorf("stat %s: %w", p, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+			return d, fmt.Errorf("%s is not a block device", p)
+		}
+		d = cgroups.Device{Major: unix.Major(uint64(st.Rdev)), Minor: unix.Minor(uint64(st.Rdev))}
+	}
+	// /sys/dev/block/MAJ:MIN links to the device's directory; a
+	// partition's (it has a "partition" file) sits in its disk's.
+	dir, err := filepath.EvalSymlinks(filepath.Join(sysRoot, "dev", "block", d.String()))
+	if err != nil {
+		return d, nil // no sysfs entry (tests, an odd host): as configured
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(filepath.Dir(dir), "dev")); err == nil {
+			if whole, err := cgroups.ParseDevice(strings.TrimSpace(string(b))); err == nil {
+				return whole, nil
+			}
+		}
+	}
+	return d, nil
+}
+
+// ioLimitOf is a configured device's static limit (Max where unset).
+func ioLimitOf(dev cgroups.Device, d config.IODevice) cgroups.IOLimit {
+	l := cgroups.NoIOLimit(dev)
+	if d.ReadBps.Set {
+		l.RBps = d.ReadBps.Bytes
+	}
+	if d.WriteBps.Set {
+		l.WBps = d.WriteBps.Bytes
+	}
+	if d.ReadIOPS > 0 {
+		l.RIOPS = uint64(d.ReadIOPS)
+	}
+	if d.WriteIOPS > 0 {
+		l.WIOPS = uint64(d.WriteIOPS)
+	}
+	return l
+}
+
+// initIO resolves the configured devices and builds the reaction's state.
+// A device missing on this host is skipped with a warning (the same
+// configuration serves several hosts).
+func (c *Controller) initIO(sysRoot string) {
+	cfg := c.cfg.IO
+	pct, step := cfg.StepValue()
+	c.io = ioState{thr: newIOThrottle(pct, step, cfg.Floor.Bytes, cfg.RestoreAfter.Duration)}
+	c.io.thr.minInterval = c.cfg.Pressure.Window.Duration
+	for i, d := range cfg.Devices {
+		dev, err := resolveIODevice(sysRoot, d.Path)
+		if err != nil {
+			c.log.Warn("io device skipped", zap.String("key", fmt.Sprintf("partition[%s].io.device[%d].path", c.cfg.Name, i)),
+				zap.String("device", d.Path), zap.Error(err))
+			continue
+		}
+		c.io.devs = append(c.io.devs, ioDevice{path: d.Path, limit: ioLimitOf(dev, d)})
+	}
+}
+
+// applyIO writes the IO weight and the configured device limits (part of
+// applyLimits; try collects what the host cannot do).
+func (c *Controller) applyIO(ctx context.Context, try func(what string, err error)) {
+	if c.cfg.IO.Weight > 0 {
+		try("io.weight", c.setter.SetIOWeight(ctx, c.cfg.IO.Weight))
+	}
+	want := map[cgroups.Device]bool{}
+	for _, d := range c.io.devs {
+		want[d.limit.Dev] = true
+		try("io.max "+d.limit.Dev.String(), c.setter.SetIOMax(ctx, d.limit))
+	}
+	// qmd owns the partition's device limits: one that is not configured
+	// (any more) is left over from an earlier configuration (a reload
+	// removed it) or from a reaction step of the previous controller, so
+	// it is lifted.
+	if cur, err := c.cg.IOMax(); err == nil {
+		for _, l := range cur {
+			if !want[l.Dev] && l != cgroups.NoIOLimit(l.Dev) {
+				c.log.Info("lifting an io limit that is not configured", zap.String("io_max", l.String()))
+				try("io.max "+l.Dev.String(), c.setter.SetIOMax(ctx, cgroups.NoIOLimit(l.Dev)))
+			}
+		}
+	}
+	c.sampleIO(time.Now())
+}
+
+// sampleIO reads the partition's io.stat and returns the read and write
+// byte rates per device since the previous reading (nil without one).
+func (c *Controller) sampleIO(now time.Time) map[cgroups.Device][2]uint64 {
+	st, err := c.cg.IOStat()
+	if err != nil {
+		if !errors.Is(err, cgroups.ErrUnsupported) && !errors.Is(err, fs.ErrNotExist) {
+			c.log.Debug("io.stat unreadable", zap.Error(err))
+		}
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var rates map[cgroups.Device][2]uint64
+	if el := now.Sub(c.io.prevAt); c.io.prev != nil && el >= 100*time.Millisecond {
+		rates = map[cgroups.Device][2]uint64{}
+		for _, s := range st {
+			p, ok := c.io.prev[s.Dev]
+			if !ok || s.RBytes < p.RBytes || s.WBytes < p.WBytes {
+				p = cgroups.IOStat{}
+			}
+			rates[s.Dev] = [2]uint64{
+				uint64(float64(s.RBytes-p.RBytes) / el.Seconds()),
+				uint64(float64(s.WBytes-p.WBytes) / el.Seconds()),
+			}
+		}
+	}
+	c.io.prev = make(map[cgroups.Device]cgroups.IOStat, len(st))
+	for _, s := range st {
+		c.io.prev[s.Dev] = s
+	}
+	c.io.prevAt = now
+	return rates
+}
+
+// ioTargets are the devices the reaction throttles: the configured ones;
+// without any, every device the partition did IO on since the previous
+// reading (the disk under its writable volumes among them).
+func (c *Controller) ioTargets(rates map[cgroups.Device][2]uint64) []ioTarget {
+	var out []ioTarget
+	if len(c.io.devs) > 0 {
+		for _, d := range c.io.devs {
+			t := ioTarget{configured: d.limit, rate: [2]uint64{unknownRate, unknownRate}}
+			if r, ok := rates[d.limit.Dev]; ok {
+				t.rate = r
+			} else if rates != nil {
+				t.rate = [2]uint64{}
+			}
+			out = append(out, t)
+		}
+		return out
+	}
+	for dev, r := range rates {
+		if r[0] == 0 && r[1] == 0 {
+			continue
+		}
+		out = append(out, ioTarget{configured: cgroups.NoIOLimit(dev), rate: r})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].configured.Dev.String() < out[j].configured.Dev.String() })
+	return out
+}
+
+// onIOPressure handles one confirmed IO pressure window of the protected
+// (ASIL) units: the partition's bandwidth limits go one step down (never
+// below the floor, at most one step per window).
+func (c *Controller) onIOPressure(at time.Time) {
+	rates := c.sampleIO(at)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	targets := c.ioTargets(rates)
+	if len(targets) == 0 {
+		c.log.Debug("ASIL io pressure: the partition did no IO since the last reading; nothing to throttle")
+		c.io.thr.lastPressure = at
+		return
+	}
+	changed, held := c.io.thr.pressure(at, targets)
+	if len(changed) == 0 {
+		if held != "" {
+			c.log.Debug("ASIL io pressure: io limits held", zap.String("reason", held))
+		}
+		return
+	}
+	var done []string
+	for _, l := range changed {
+		c.log.Info("ASIL io pressure: lowering the partition's io limits", zap.String("io_max", l.String()))
+		if !c.h.DryRun {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := c.setter.SetIOMax(ctx, l)
+			cancel()
+			if err != nil {
+				c.log.Warn("io throttle failed", zap.String("device", l.Dev.String()), zap.Error(err))
+				continue
+			}
+		}
+		done = append(done, l.String())
+	}
+	if len(done) == 0 {
+		return
+	}
+	if !c.h.DryRun {
+		c.hooks.Condition(supervisor.IOLimited, true, "ASIL io pressure")
+	}
+	c.record(incident.IOThrottle, "ASIL io pressure: partition io limited to "+ioSummary(changed),
+		map[string]string{"io_max": strings.Join(done, "; "), "action": "lower", "at": at.Format(time.RFC3339Nano)})
+}
+
+// ioQuiet restores one step once IO pressure has been absent for
+// restore_after; it reports whether the partition is still below its
+// configured IO limits. Called on every quiet period (onQuiet).
+func (c *Controller) ioQuiet(now time.Time) (stillThrottled bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := c.io.thr.tick(now)
+	still := c.io.thr.throttled()
+	if len(changed) == 0 {
+		return still
+	}
+	var done []string
+	for _, l := range changed {
+		if !c.h.DryRun {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := c.setter.SetIOMax(ctx, l)
+			cancel()
+			if err != nil {
+				c.log.Warn("restoring io limits failed", zap.String("device", l.Dev.String()), zap.Error(err))
+				continue
+			}
+		}
+		done = append(done, l.String())
+	}
+	if !still && !c.h.DryRun {
+		c.hooks.Condition(supervisor.IOLimited, false, "ASIL io pressure gone")
+	}
+	what := "ASIL io pressure gone: partition io limits raised to "
+	if !still {
+		what = "ASIL io pressure gone: partition io limits restored to "
+	}
+	c.record(incident.IOThrottle, what+ioSummary(changed),
+		map[string]string{"io_max": strings.Join(done, "; "), "action": "raise", "restored": strconv.FormatBool(!still)})
+	return still
+}
+
+// quietEvery is how long the restore timer waits: the memory restore
+// period, or the IO one when IO is throttled and that is shorter.
+func (c *Controller) quietEvery() time.Duration {
+	d := c.cfg.Pressure.RestoreAfter.Duration
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if io := c.cfg.IO.RestoreAfter.Duration; c.io.thr != nil && c.io.thr.throttled() && io > 0 && (io < d || d <= 0) {
+		d = io
+	}
+	return d
+}
+
+func ioSummary(ls []cgroups.IOLimit) string {
+	parts := make([]string, len(ls))
+	for i, l := range ls {
+		parts[i] = fmt.Sprintf("%s read %s/s write %s/s", l.Dev, humanRate(l.RBps), humanRate(l.WBps))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func humanRate(v uint64) string {
+	switch {
+	case v == cgroups.Max:
+		return "max"
+	case v >= 1<<20:
+		return strconv.FormatFloat(float64(v)/(1<<20), 'f', 1, 64) + "M"
+	case v >= 1<<10:
+		return strconv.FormatUint(v>>10, 10) + "K"
+	}
+	return strconv.FormatUint(v, 10)
+}
+
+// unknownRate marks a direction whose current rate is not known.
+const unknownRate = ^uint64(0)
+
+// ioTarget is one device the reaction may throttle: its configured limit
+// and the partition's current read/write rate on it (unknownRate).
+type ioTarget struct {
+	configured cgroups.IOLimit
+	rate       [2]uint64
+}
+
+// ioThrottle decides the partition's bandwidth limits under ASIL IO
+// pressure, the IO twin of throttle: each pressure window lowers each
+// target device's read and write limit one step (a share of the current
+// limit, or a fixed rate) towards the floor; after restoreAfter without
+// pressure and since the last step, one step is undone, until the
+// configured limits are back exactly (each step's previous limits are
+// kept, so restoring retraces the way down). IOPS limits are left as
+// configured. It is pure: the caller supplies time and rates.
+type ioThrottle struct {
+	pct          float64 // step as a share of the current limit; or
+	step         uint64  // step in bytes/s
+	floor        uint64
+	restoreAfter time.Duration
+	minInterval  time.Duration // one step per PSI window at most
+
+	devs         map[cgroups.Device]*ioDevState
+	lastPressure time.Time
+	lastStep     time.Time
+}
+
+type ioDevState struct {
+	configured cgroups.IOLimit
+	current    cgroups.IOLimit
+	history    []cgroups.IOLimit // the limits before each step down
+}
+
+func newIOThrottle(pct float64, step, floor uint64, restoreAfter time.Duration) *ioThrottle {
+	if pct <= 0 && step == 0 {
+		pct = 0.25
+	}
+	return &ioThrottle{pct: pct, step: step, floor: max(floor, 1), restoreAfter: restoreAfter,
+		devs: map[cgroups.Device]*ioDevState{}}
+}
+
+func (t *ioThrottle) throttled() bool {
+	for _, d := range t.devs {
+		if len(d.history) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Why a pressure window did not lower anything.
+const (
+	ioHeldRate  = "rate"  // a step was taken within the last window
+	ioHeldFloor = "floor" // every target is at the floor (or does no IO)
+)
+
+// lower is one step below cur for a direction doing rate bytes/s: from
+// the current limit, or from the rate when that is lower (a limit above
+// what the partition does relieves nothing), or from defaultIOStart when
+// neither is known; never below the floor. 0 means "leave it": the
+// partition does no IO in that direction.
+func (t *ioThrottle) lower(cur, rate uint64) uint64 {
+	base := cur
+	switch {
+	case rate == 0:
+		return cur
+	case rate != unknownRate && rate < base:
+		base = rate
+	case base == cgroups.Max:
+		base = defaultIOStart
+	}
+	var next uint64
+	if t.pct > 0 {
+		next = base - uint64(float64(base)*t.pct)
+	} else if base > t.step {
+		next = base - t.step
+	}
+	next = max(next, t.floor)
+	return min(next, cur)
+}
+
+// pressure handles one confirmed IO pressure window and returns the
+// limits that changed.
+func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLimit, string) {
+	t.lastPressure = now
+	if t.throttled() && now.Sub(t.lastStep) < t.minInterval {
+		return nil, ioHeldRate
+	}
+	var out []cgroups.IOLimit
+	for _, tg := range targets {
+		dev := tg.configured.Dev
+		d, ok := t.devs[dev]
+		if !ok || len(d.history) == 0 {
+			// Not throttled: (re)start from the configured limits.
+			d = &ioDevState{configured: tg.configured, current: tg.configured}
+			t.devs[dev] = d
+		}
+		next := d.current
+		next.RBps = t.lower(d.current.RBps, tg.rate[0])
+		next.WBps = t.lower(d.current.WBps, tg.rate[1])
+		if next == d.current {
+			continue
+		}
+		d.history = append(d.history, d.current)
+		d.current = next
+		out = append(out, next)
+	}
+	if len(out) == 0 {
+		return nil, ioHeldFloor
+	}
+	t.lastStep = now
+	return out, ""
+}
+
+// tick undoes one step on every throttled device when restoreAfter has
+// passed since the last pressure window and the last step.
+func (t *ioThrottle) tick(now time.Time) []cgroups.IOLimit {
+	if !t.throttled() || now.Sub(t.lastPressure) < t.restoreAfter || now.Sub(t.lastStep) < t.restoreAfter {
+		return nil
+	}
+	var out []cgroups.IOLimit
+	devs := make([]cgroups.Device, 0, len(t.devs))
+	for dev := range t.devs {
+		devs = append(devs, dev)
+	}
+	sort.Slice(devs, func(i, j int) bool { return devs[i].String() < devs[j].String() })
+	for _, dev := range devs {
+		d := t.devs[dev]
+		if len(d.history) == 0 {
+			continue
+		}
+		d.current = d.history[len(d.history)-1]
+		d.history = d.history[:len(d.history)-1]
+		out = append(out, d.current)
+	}
+	t.lastStep = now
+	return out
+}
