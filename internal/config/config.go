@@ -108,6 +108,7 @@ type Partition struct {
 	CPU      CPU      `toml:"cpu"`
 	Pids     Pids     `toml:"pids"`
 	Pressure Pressure `toml:"pressure"`
+	Disk     Disk     `toml:"disk"`
 }
 
 // Security is the partition's LSM confinement: the SELinux label and the
@@ -325,6 +326,9 @@ func (p *Partition) CreateHash() string {
 		w("security", p.Security.SELinuxOpts())
 		w("selinux_nested", p.Security.SELinuxNested)
 		w("apparmor_profile", p.Security.AppArmorProfile)
+	}
+	if dh := p.diskHash(); dh != "" {
+		w("disk", dh) // the budget's image is mounted under a volume
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
