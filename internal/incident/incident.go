@@ -37,6 +37,7 @@ const (
 	StartFailed    Type = "start-failed"     // creating or starting the container failed; retried with backoff
 	PolicyReload   Type = "policy-reload"    // a reloaded configuration was applied to the running partition
 	Upgrade        Type = "upgrade"          // qmd started with another version than last time (a package upgrade)
+	DiskBudget     Type = "disk-budget"      // the partition's disk budget: image created/grown/migrated, refused, unavailable, or a writer killed below the reserve
 )
 
 // Incident is one recorded event. ID and Time are set by the store when

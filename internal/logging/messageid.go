@@ -29,6 +29,7 @@ var messageIDs = map[incident.Type]string{
 	incident.StartFailed:    "dd77e644d9db4f9e82a3da3cbab271b9",
 	incident.PolicyReload:   "850e317eb4784c4da3f944ee37a4638c",
 	incident.Upgrade:        "c5648e9bbf514cffb725af2a5a0d6625",
+	incident.DiskBudget:     "3ce0739d1da44f5f80810244a2de5018",
 }
 
 // types lists the incident types in declaration order.
@@ -54,6 +55,7 @@ var types = []incident.Type{
 	incident.StartFailed,
 	incident.PolicyReload,
 	incident.Upgrade,
+	incident.DiskBudget,
 }
 
 // MessageID returns the fixed journal MESSAGE_ID (32 lower-case hex
