@@ -152,7 +152,10 @@ func (m *Manager) check(ctx context.Context, ws *watchState) bool {
 			victim, most = pid, d
 		}
 	}
-	shrinking := !ws.sampled || free < ws.lastFree
+	// Only a shrinking free space with a writer measured over a whole
+	// poll is acted on: a first sample's totals say who wrote since boot,
+	// not who is filling now.
+	shrinking := ws.sampled && free < ws.lastFree
 	ws.wchar, ws.lastFree, ws.sampled = wchar, free, true
 	if free >= ws.reserve || !shrinking || victim == 0 {
 		return free < 2*ws.reserve
