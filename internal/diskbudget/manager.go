@@ -96,7 +96,55 @@ func New(cfg *config.Config, opts Options) *Manager {
 
 // SetConfig takes a reloaded configuration. A changed max takes effect at
 // the partition's next start (the image is grown then, never shrunk).
-func (m *Manager) SetConfig(cfg *config.Config) { m.cfg.Store(cfg) }
+func (m *Manager) SetConfig(cfg *config.Config) {
+	m.cfg.Store(cfg)
+	m.sync()
+}
+
+// sync reports each budget's mechanism and, where the free-space watch
+// is the mechanism, watches every enabled partition at once: a partition
+// adopted at qmd start was never started by this qmd but is watched all
+// the same. Partitions whose budget was removed are no longer watched.
+func (m *Manager) sync() {
+	cfg := m.cfg.Load()
+	enabled := map[string]bool{}
+	for i := range cfg.Partitions {
+		p := &cfg.Partitions[i]
+		if !p.Disk.Enabled() {
+			continue
+		}
+		enabled[p.Name] = true
+		path := p.DiskPath()
+		log := m.log.With(zap.String("partition", p.Name), zap.String("path", path))
+		if m.Mechanism() == MechWatch {
+			if err := m.ensureWatch(p, path, log); err != nil {
+				log.Warn("disk budget: free-space watch not started", zap.Error(err))
+			}
+			continue
+		}
+		src, ok, err := mountSource(path)
+		switch {
+		case err != nil:
+			log.Warn("disk budget: cannot read the mounts", zap.Error(err))
+		case ok && sameFile(loopBacking(src), ImageFile(path)):
+			used, size := usage(path)
+			log.Info("disk budget mounted", zap.String("image", ImageFile(path)), zap.String("loop", src),
+				zap.Uint64("used_bytes", used), zap.Uint64("size_bytes", size), zap.Uint64("max_bytes", p.Disk.Max.Bytes))
+		default:
+			// A running partition keeps its /var: a mount now would not
+			// reach its mount namespace, and migrating under a writer
+			// loses writes. The next start applies the budget.
+			log.Info("disk budget not mounted yet; it is applied before the partition's next start", zap.String("image", ImageFile(path)))
+		}
+	}
+	m.watchMu.Lock()
+	for name := range m.watch {
+		if !enabled[name] {
+			delete(m.watch, name)
+		}
+	}
+	m.watchMu.Unlock()
+}
 
 // ProbeImage reports why loop-mounted ext4 images cannot be used here, or
 // nil: /dev/loop-control must open and the e2fsprogs, mount and cp tools

@@ -268,3 +268,39 @@ func TestWatchLeavesIdlePartitionAlone(t *testing.T) {
 		t.Error("a kill was recorded")
 	}
 }
+
+// A partition adopted at qmd start (never started by this qmd) is
+// watched from Run's start on; a reload that removes its budget stops it.
+func TestWatchFollowsConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qm")
+	cfg := partitionCfg(t, path, "32M", "1M")
+	s := &sink{}
+	m := New(cfg, Options{Sink: s, Probe: func() error { return errors.New("forced") }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.find("fallback") == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	watched := func() int {
+		m.watchMu.Lock()
+		defer m.watchMu.Unlock()
+		return len(m.watch)
+	}
+	if s.find("fallback") == nil || watched() != 1 {
+		t.Fatalf("adopted partition not watched: %d watched, incidents %+v", watched(), s.incs)
+	}
+	off, err := config.Parse("t.toml", []byte("[[partition]]\nname = \"qm\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetConfig(off)
+	if watched() != 0 {
+		t.Error("a removed budget is still watched")
+	}
+}

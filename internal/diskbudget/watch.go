@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,6 +32,7 @@ import (
 // names the path so the operator or the partition cleans up.
 
 type watchState struct {
+	mu                         sync.Mutex // check vs. a reload's new reserve
 	partition, container, path string
 	reserve                    uint64
 	lastFree                   uint64
@@ -44,9 +46,15 @@ type watchState struct {
 func (m *Manager) ensureWatch(p *config.Partition, path string, log *zap.Logger) error {
 	reserve := p.Disk.ReserveBytes()
 	m.watchMu.Lock()
-	_, known := m.watch[p.Name]
-	m.watch[p.Name] = &watchState{partition: p.Name, container: p.ContainerNameOrDefault(), path: path, reserve: reserve, wchar: map[int]uint64{}}
+	ws, known := m.watch[p.Name]
+	if !known || ws.path != path || ws.container != p.ContainerNameOrDefault() {
+		ws = &watchState{partition: p.Name, container: p.ContainerNameOrDefault(), path: path, wchar: map[int]uint64{}}
+		m.watch[p.Name] = ws
+	}
 	m.watchMu.Unlock()
+	ws.mu.Lock()
+	ws.reserve = reserve
+	ws.mu.Unlock()
 	free, err := FreeBytes(existingParent(path))
 	if err != nil {
 		return fmt.Errorf("disk budget: statfs %s: %w", path, err)
@@ -90,6 +98,7 @@ func existingParent(path string) string {
 // its reserve. It returns nil on cancellation; with no watched partition
 // it only sleeps.
 func (m *Manager) Run(ctx context.Context) error {
+	m.sync()
 	t := time.NewTimer(m.opts.Interval)
 	defer t.Stop()
 	for {
@@ -126,6 +135,8 @@ func (m *Manager) Poll(ctx context.Context) bool {
 }
 
 func (m *Manager) check(ctx context.Context, ws *watchState) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
 	free, err := FreeBytes(existingParent(ws.path))
 	if err != nil {
 		m.log.Warn("disk budget: statfs failed", zap.String("path", ws.path), zap.Error(err))
