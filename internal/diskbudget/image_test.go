@@ -60,10 +60,10 @@ func isMount(t *testing.T, dir string) bool {
 
 // fillUntilFull writes 1 MiB blocks to a new file in dir until a write
 // fails, and returns that error and the bytes written.
-func fillUntilFull(dir string) (error, int64) {
+func fillUntilFull(dir string) (int64, error) {
 	f, err := os.Create(filepath.Join(dir, "filler"))
 	if err != nil {
-		return err, 0
+		return 0, err
 	}
 	defer f.Close()
 	buf := bytes.Repeat([]byte{0xa5}, 1<<20)
@@ -72,13 +72,13 @@ func fillUntilFull(dir string) (error, int64) {
 		m, err := f.Write(buf)
 		n += int64(m)
 		if err != nil {
-			return err, n
+			return n, err
 		}
 		if err := f.Sync(); err != nil {
-			return err, n
+			return n, err
 		}
 	}
-	return nil, n
+	return n, nil
 }
 
 // An existing /var/qm is migrated into a new image (owners, modes,
@@ -194,7 +194,7 @@ func TestImageMigrateAndBound(t *testing.T) {
 
 	// A writer inside is stopped by ENOSPC at max; the host filesystem's
 	// free space does not move.
-	werr, n := fillUntilFull(path)
+	n, werr := fillUntilFull(path)
 	if !errors.Is(werr, unix.ENOSPC) {
 		t.Fatalf("filling the budget ended with %v after %d bytes, want ENOSPC", werr, n)
 	}
