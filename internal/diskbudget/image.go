@@ -221,7 +221,7 @@ func (im Image) create(ctx context.Context) (Result, error) {
 		return Result{}, fmt.Errorf("disk budget: %w", err)
 	}
 	tmpImg := im.File + ".new"
-	_ = os.Remove(tmpImg) // a leftover of an interrupted creation: never committed
+	im.cleanInterrupted(tmpImg)
 	if err := im.allocate(tmpImg); err != nil {
 		return Result{}, err
 	}
@@ -273,10 +273,25 @@ func (im Image) create(ctx context.Context) (Result, error) {
 	return im.result(act, data)
 }
 
+// cleanInterrupted removes what a creation cut short (qmd killed during a
+// migration) left behind: the temporary mount (it outlives qmd) and the
+// uncommitted image. The directory's data was only read by then.
+func (im Image) cleanInterrupted(tmpImg string) {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(im.File), migratePrefix+"*"))
+	for _, d := range stale {
+		for unix.Unmount(d, 0) == nil {
+		}
+		_ = os.Remove(d)
+	}
+	_ = os.Remove(tmpImg)
+}
+
+const migratePrefix = ".qmd-disk-migrate-"
+
 // copyInto mounts the new image at a temporary directory next to it and
 // copies Path's content and its root's owner and mode into it.
 func (im Image) copyInto(ctx context.Context, img string) error {
-	tmp, err := os.MkdirTemp(filepath.Dir(im.File), ".qmd-disk-migrate-")
+	tmp, err := os.MkdirTemp(filepath.Dir(im.File), migratePrefix)
 	if err != nil {
 		return fmt.Errorf("disk budget: %w", err)
 	}

@@ -376,3 +376,50 @@ func TestUnescapeMount(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// qmd killed in the middle of a migration leaves an uncommitted image,
+// still mounted on its temporary directory; the next start cleans both up
+// and migrates again, the data intact.
+func TestImageRecoversInterruptedMigration(t *testing.T) {
+	host := hostFS(t, "256m")
+	path := filepath.Join(host, "qm")
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(path, "data"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im := Image{File: ImageFile(path), Path: path, Max: 32 << 20, Reserve: 8 << 20}
+	// The state of a kill during cp: a half-made image mounted on a
+	// temporary directory next to it.
+	tmpImg := im.File + ".new"
+	if err := im.allocate(tmpImg); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), "mkfs.ext4", "-q", "-F", tmpImg); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(host, migratePrefix+"123")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := mount(context.Background(), tmpImg, stale); err != nil {
+		t.Fatal(err)
+	}
+	res, err := im.Ensure(context.Background())
+	if err != nil || res.Action != Migrated {
+		t.Fatalf("Ensure after an interrupted migration = %+v, %v", res, err)
+	}
+	if isMount(t, stale) {
+		t.Error("the stale temporary mount is still there")
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale directory left: %v", err)
+	}
+	if _, err := os.Stat(tmpImg); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("uncommitted image left: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(path, "data")); err != nil || string(b) != "x" {
+		t.Errorf("data: %q, %v", b, err)
+	}
+}
