@@ -156,9 +156,15 @@ func (im Image) reuse(ctx context.Context, size int64) (Result, error) {
 	if err := os.MkdirAll(im.Path, 0o755); err != nil {
 		return Result{}, fmt.Errorf("disk budget: %w", err)
 	}
-	if n, err := entries(im.Path); err != nil {
+	// Empty directories are no data: systemd-tmpfiles recreates
+	// /var/qm/tmp at every boot, before qmd mounts the image over /var/qm.
+	// They are set aside and recreated in the image if it lacks them (a
+	// volume's host side must exist for Podman).
+	skel, onlyDirs, err := skeleton(im.Path)
+	if err != nil {
 		return Result{}, err
-	} else if n > 0 {
+	}
+	if !onlyDirs {
 		// Both hold data (a partition ran without the budget, or a
 		// migration was interrupted after the image was committed): qmd
 		// cannot tell which is current and hides neither.
@@ -188,10 +194,80 @@ func (im Image) reuse(ctx context.Context, size int64) (Result, error) {
 	if err := im.allocate(im.File); err != nil {
 		return Result{}, err
 	}
+	if err := removeContents(im.Path); err != nil { // empty directories only, checked above
+		return Result{}, fmt.Errorf("disk budget: %w", err)
+	}
 	if err := mount(ctx, im.File, im.Path); err != nil {
 		return Result{}, err
 	}
+	if err := recreate(im.Path, skel); err != nil {
+		return Result{}, err
+	}
 	return im.result(act, 0)
+}
+
+// dirEntry is an empty directory below the writable-state directory, to
+// recreate in the image.
+type dirEntry struct {
+	rel      string
+	mode     fs.FileMode
+	uid, gid int
+}
+
+// skeleton lists the directories below dir, parents first; onlyDirs is
+// false as soon as anything else (a file, a link, a device) is there.
+func skeleton(dir string) ([]dirEntry, bool, error) {
+	var out []dirEntry
+	onlyDirs := true
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			onlyDirs = false
+			return filepath.SkipAll
+		}
+		if p == dir {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, _ := info.Sys().(*syscall.Stat_t)
+		e := dirEntry{mode: info.Mode() & (fs.ModePerm | fs.ModeSetgid | fs.ModeSticky | fs.ModeSetuid)}
+		e.rel, _ = filepath.Rel(dir, p)
+		if st != nil {
+			e.uid, e.gid = int(st.Uid), int(st.Gid)
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("disk budget: reading %s: %w", dir, err)
+	}
+	return out, onlyDirs, nil
+}
+
+// recreate makes the listed directories that the image lacks, with their
+// owners and modes; existing ones are the partition's and left alone.
+func recreate(dir string, skel []dirEntry) error {
+	for _, e := range skel {
+		p := filepath.Join(dir, e.rel)
+		if _, err := os.Lstat(p); err == nil {
+			continue
+		}
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return fmt.Errorf("disk budget: %w", err)
+		}
+		if err := os.Chown(p, e.uid, e.gid); err != nil {
+			return fmt.Errorf("disk budget: %w", err)
+		}
+		if err := os.Chmod(p, e.mode); err != nil {
+			return fmt.Errorf("disk budget: %w", err)
+		}
+	}
+	return nil
 }
 
 // create makes a new image, preallocated, and mounts it on Path; what

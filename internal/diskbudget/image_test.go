@@ -423,3 +423,50 @@ func TestImageRecoversInterruptedMigration(t *testing.T) {
 		t.Errorf("data: %q, %v", b, err)
 	}
 }
+
+// After a reboot systemd-tmpfiles has recreated /var/qm/tmp (empty) in
+// the host directory before qmd mounts the image: empty directories are
+// not data; they are recreated in the image when it lacks them, with
+// their modes.
+func TestImageRebootWithTmpfilesSkeleton(t *testing.T) {
+	host := hostFS(t, "256m")
+	path := filepath.Join(host, "qm")
+	im := Image{File: ImageFile(path), Path: path, Max: 32 << 20, Reserve: 8 << 20}
+	if _, err := im.Ensure(context.Background()); err != nil { // a fresh image, no tmp in it
+		t.Fatal(err)
+	}
+	if err := unix.Unmount(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	// What tmpfiles does at boot: d /var/qm/tmp 1777.
+	if err := os.Mkdir(filepath.Join(path, "tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(path, "tmp"), 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	res, err := im.Ensure(context.Background())
+	if err != nil || res.Action != Mounted {
+		t.Fatalf("Ensure after reboot = %+v, %v", res, err)
+	}
+	st, err := os.Stat(filepath.Join(path, "tmp"))
+	if err != nil || st.Mode()&os.ModeSticky == 0 || st.Mode().Perm() != 0o777 {
+		t.Fatalf("tmp in the image: %v, %v; want 1777", st, err)
+	}
+	// A file is data: refused.
+	if err := unix.Unmount(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(path); len(entries) != 0 {
+		t.Errorf("the set-aside skeleton is still under the mount point: %v", entries)
+	}
+	if err := os.MkdirAll(filepath.Join(path, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(path, "tmp", "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := im.Ensure(context.Background()); !errors.Is(err, ErrRefused) {
+		t.Fatalf("a file under the mount point: %v, want refused", err)
+	}
+}
