@@ -135,6 +135,20 @@ func TestWrapMountsBeforeCreateAndStart(t *testing.T) {
 	if s.find("refused") == nil {
 		t.Error("no disk-budget incident for the refusal")
 	}
+	// A running container (adopted, or a start that races an event) is
+	// never migrated or mounted under: the engine gets the call as is.
+	inner.mu.Lock()
+	inner.c.Running = true
+	inner.mu.Unlock()
+	if err := rt.Start(context.Background(), id); err != nil {
+		t.Fatalf("start of a running container: %v", err)
+	}
+	if isMount(t, path) {
+		t.Error("the budget was mounted under a running container")
+	}
+	if _, err := os.Stat(filepath.Join(path, "stray")); err != nil {
+		t.Errorf("data of a running partition touched: %v", err)
+	}
 }
 
 // Where loop images are unavailable, the start says so (incident) and the
