@@ -221,7 +221,7 @@ func (m *Manager) Ensure(ctx context.Context, p *config.Partition) error {
 	res, err := im.Ensure(dctx)
 	if err != nil {
 		log.Error("disk budget not applied; the partition is not started without it", zap.Error(err))
-		m.record(p.Name, "disk budget refused: "+err.Error(), map[string]string{
+		m.record(p.Name, err.Error(), map[string]string{
 			"mechanism": string(MechImage), "path": path, "image": im.File, "max": strconv.FormatUint(im.Max, 10),
 			"reserve": strconv.FormatUint(im.Reserve, 10), "action": "refused",
 		})

@@ -42,31 +42,7 @@ func TestDiskBudgetWithPodman(t *testing.T) {
 	}
 
 	pm := harness.StartPodman(t)
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`[podman]
-socket = %q
-[incidents]
-path = %q
-[log]
-format = "json"
-level = "debug"
-[dbus]
-enable = false
-[[partition]]
-name = "qm"
-rootfs = %q
-volumes = [%q]
-seccomp_profile = %q
-stop_timeout = "2s"
-[partition.disk]
-max = "64M"
-reserve = "16M"
-`, pm.URI(), filepath.Join(dir, "incidents.db"), harness.Rootfs(t, "loop"), path+":/var",
-		filepath.Join(harness.Repo(t), "configs", "seccomp-no-rt.json"))
-	cfgPath := filepath.Join(dir, "qmd.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := diskConfig(t, pm, path, "64M", "16M")
 	q := harness.StartQMD(t, cfgPath)
 	inc := q.WaitLog(settle, 1, "event", "disk-budget", "partition", "qm")
 	if inc["action"] != "migrated" && inc["detail_action"] != "migrated" {
@@ -112,5 +88,70 @@ reserve = "16M"
 	}
 	if out, err := pm.CLI("exec", "qm", "cat", "/var/old"); err != nil || out != "kept across the migration" {
 		t.Errorf("data after the qmd restart: %q, %v", out, err)
+	}
+}
+
+// diskConfig writes a configuration whose partition has path as its /var
+// and the given budget.
+func diskConfig(t *testing.T, pm *harness.Podman, path, max, reserve string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`[podman]
+socket = %q
+[incidents]
+path = %q
+[log]
+format = "json"
+level = "debug"
+[dbus]
+enable = false
+[[partition]]
+name = "qm"
+rootfs = %q
+volumes = [%q]
+seccomp_profile = %q
+stop_timeout = "2s"
+[partition.disk]
+max = %q
+reserve = %q
+`, pm.URI(), filepath.Join(dir, "incidents.db"), harness.Rootfs(t, "loop"), path+":/var",
+		filepath.Join(harness.Repo(t), "configs", "seccomp-no-rt.json"), max, reserve)
+	cfgPath := filepath.Join(dir, "qmd.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath
+}
+
+// Too little free space for max + reserve: qmd refuses the budget with an
+// incident and does not start the partition without it; the data and the
+// host filesystem are untouched.
+func TestDiskBudgetRefusedWithPodman(t *testing.T) {
+	testutil.RequireRoot(t)
+	if err := diskbudget.ProbeImage(); err != nil {
+		t.Fatalf("loop images unavailable: %v", err)
+	}
+	host := t.TempDir()
+	if err := unix.Mount("tmpfs", host, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(host, "qm")
+	t.Cleanup(func() { _ = unix.Unmount(host, unix.MNT_DETACH) })
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pm := harness.StartPodman(t)
+	q := harness.StartQMD(t, diskConfig(t, pm, path, "48M", "32M"))
+	inc := q.WaitLog(settle, 1, "event", "disk-budget", "partition", "qm")
+	t.Logf("incident: %v", inc["msg"])
+	q.WaitLog(settle, 1, "event", "start-failed", "partition", "qm")
+	if got := pm.Inspect("qm", "{{.State.Running}}"); got == "true" {
+		t.Error("the partition runs without its budget")
+	}
+	if _, err := os.Stat(diskbudget.ImageFile(path)); !os.IsNotExist(err) {
+		t.Errorf("image left behind: %v", err)
+	}
+	if free, _ := diskbudget.FreeBytes(host); free < 63<<20 {
+		t.Errorf("host filesystem touched: %d free", free)
 	}
 }
