@@ -650,7 +650,7 @@ func human(b uint64) string {
 		div *= unit
 		exp++
 	}
-	return fmt.Sprintf("%.1f%ciB", float64(b)/float64(div), "KMGTP"[exp])
+	return fmt.Sprintf("%.2f%ciB", float64(b)/float64(div), "KMGTP"[exp])
 }
 
 // copyRootAttrs gives the image's root directory the owner, mode and

@@ -232,6 +232,9 @@ func (m *Manager) Ensure(ctx context.Context, p *config.Partition) error {
 		zap.Uint64("used_bytes", res.Used), zap.Uint64("size_bytes", res.Size), zap.Uint64("max_bytes", im.Max),
 		zap.Duration("took", time.Since(t0)),
 	}
+	if res.Warning != "" {
+		log.Warn("disk budget: max not reached yet", append(fields, zap.String("reason", res.Warning))...)
+	}
 	if res.Action == AlreadyMounted {
 		log.Debug("disk budget in place", fields...)
 		return nil
