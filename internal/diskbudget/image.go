@@ -114,6 +114,9 @@ func (im Image) ensureMounted(ctx context.Context, src string) (Result, error) {
 		return Result{}, refuse("%s is already a mount of %s, not of qmd's image %s: qmd does not mount over it (unset [partition.disk] max, or unmount it)", im.Path, src, im.File)
 	}
 	res := Result{Action: AlreadyMounted, Loop: src}
+	if err := noDiscard(src); err != nil {
+		return Result{}, err
+	}
 	st, err := os.Stat(im.File)
 	if err != nil {
 		return Result{}, fmt.Errorf("disk budget: image %s: %w", im.File, err)
@@ -469,7 +472,31 @@ func (im Image) extend(size int64) error {
 // made in the host's mount namespace (qmd.service has no private mounts),
 // so it outlives qmd.
 func mount(ctx context.Context, img, dir string) error {
-	return run(ctx, "mount", "-t", "ext4", "-o", "loop", img, dir)
+	if err := run(ctx, "mount", "-t", "ext4", "-o", "loop", img, dir); err != nil {
+		return err
+	}
+	src, _, err := mountSource(dir)
+	if err != nil {
+		return err
+	}
+	return noDiscard(src)
+}
+
+// noDiscard turns discard off on the loop device: a discard there (the
+// host's fstrim.timer trims every mounted filesystem) punches holes into
+// the image and gives its space back to the host, which may then use it;
+// the partition's next writes would fail with I/O errors instead of a
+// clean ENOSPC at max. Without discard the image keeps its preallocation.
+func noDiscard(dev string) error {
+	name := filepath.Base(dev)
+	if !strings.HasPrefix(name, "loop") {
+		return nil
+	}
+	f := filepath.Join("/sys/block", name, "queue", "discard_max_bytes")
+	if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+		return fmt.Errorf("disk budget: turning discard off on %s: %w", dev, err)
+	}
+	return nil
 }
 
 // mountSource returns the source of the topmost mount on dir, if any.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -20,7 +21,7 @@ import (
 func hostFS(t *testing.T, size string) string {
 	t.Helper()
 	testutil.RequireRoot(t)
-	testutil.RequireBinaries(t, "mkfs.ext4", "e2fsck", "resize2fs", "losetup", "mount", "cp")
+	testutil.RequireBinaries(t, "mkfs.ext4", "e2fsck", "resize2fs", "losetup", "mount", "cp", "fstrim")
 	if err := ProbeImage(); err != nil {
 		if testutil.Integration() {
 			t.Fatalf("loop images unavailable: %v", err)
@@ -151,6 +152,15 @@ func TestImageMigrateAndBound(t *testing.T) {
 		t.Errorf("host free space went %d -> %d: the image's %d bytes were not taken up front", before, after, limit)
 	}
 	t.Logf("host free %d -> %d after creating a %d image; used %d of %d", before, after, limit, res.Used, res.Size)
+
+	// The host's fstrim (fstrim.timer trims every mounted filesystem)
+	// must not punch holes into the image and give its space away.
+	if out, err := exec.Command("fstrim", path).CombinedOutput(); err == nil {
+		t.Logf("fstrim %s succeeded: %s", path, out)
+	}
+	if st, err := os.Stat(im.File); err != nil || st.Sys().(*syscall.Stat_t).Blocks*512 < limit {
+		t.Errorf("fstrim gave the image's space back to the host: %v", err)
+	}
 
 	// The data is in the image, as it was.
 	got, err := os.ReadFile(data)
