@@ -479,6 +479,12 @@ func mount(ctx context.Context, img, dir string) error {
 	if err != nil {
 		return err
 	}
+	// Direct I/O on the backing file: without it every block the
+	// partition writes is cached twice (in the image's ext4 and in the
+	// host's cache of the image file), memory the partition's cgroup does
+	// not pay for. An optimisation only: a backing filesystem without
+	// O_DIRECT keeps buffered I/O.
+	_, _ = runCode(ctx, "losetup", "--direct-io=on", src)
 	return noDiscard(src)
 }
 

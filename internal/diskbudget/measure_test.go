@@ -49,6 +49,8 @@ func TestMeasureImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("create 4 GiB + migrate %d bytes: %s (%+v)", res.Moved, time.Since(t0), res)
+	dio, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(res.Loop), "loop", "dio"))
+	t.Logf("loop direct I/O: %s", bytes.TrimSpace(dio))
 	t0 = time.Now()
 	if _, err := im.Ensure(context.Background()); err != nil {
 		t.Fatal(err)
