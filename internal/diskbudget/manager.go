@@ -67,6 +67,7 @@ type Manager struct {
 
 	watchMu sync.Mutex
 	watch   map[string]*watchState // partition -> free-space watch state
+	full    map[string]bool        // partition -> its image was reported nearly full
 }
 
 // New builds a Manager for cfg.
@@ -89,7 +90,7 @@ func New(cfg *config.Config, opts Options) *Manager {
 	if opts.Kill == nil {
 		opts.Kill = killProcess
 	}
-	m := &Manager{opts: opts, log: opts.Log.Named("disk"), locks: map[string]*sync.Mutex{}, watch: map[string]*watchState{}}
+	m := &Manager{opts: opts, log: opts.Log.Named("disk"), locks: map[string]*sync.Mutex{}, watch: map[string]*watchState{}, full: map[string]bool{}}
 	m.cfg.Store(cfg)
 	return m
 }

@@ -119,6 +119,48 @@ func TestWrapMountsBeforeCreateAndStart(t *testing.T) {
 		t.Fatalf("no disk-budget incident for the created image: %+v", s.incs)
 	}
 
+	// Nearly full: reported once (log, incident), again only after relief.
+	m.Poll(context.Background())
+	if s.find("nearly-full") != nil {
+		t.Fatal("an empty image reported nearly full")
+	}
+	if n, err := fillUntilFull(path); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("fill: %d bytes, %v", n, err)
+	}
+	m.Poll(context.Background())
+	m.Poll(context.Background())
+	if inc := s.find("nearly-full"); inc == nil {
+		t.Fatal("a full image not reported")
+	}
+	count := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		n := 0
+		for _, inc := range s.incs {
+			if inc.Details["action"] == "nearly-full" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(); n != 1 {
+		t.Errorf("%d nearly-full incidents for one episode, want 1", n)
+	}
+	if err := os.Remove(filepath.Join(path, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	m.Poll(context.Background())
+	if n, err := fillUntilFull(path); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("fill: %d bytes, %v", n, err)
+	}
+	m.Poll(context.Background())
+	if n := count(); n != 2 {
+		t.Errorf("%d nearly-full incidents after relief and a second fill, want 2", n)
+	}
+	if err := os.Remove(filepath.Join(path, "filler")); err != nil {
+		t.Fatal(err)
+	}
+
 	// A budget that cannot be applied stops the start.
 	if err := syscall.Unmount(path, 0); err != nil {
 		t.Fatal(err)

@@ -131,7 +131,57 @@ func (m *Manager) Poll(ctx context.Context) bool {
 			near = true
 		}
 	}
+	if m.Mechanism() == MechImage {
+		m.checkImages()
+	}
 	return near
+}
+
+// Usage thresholds of an image: at NearlyFull of its filesystem qmd warns
+// (log and incident, once), below Relieved it warns again next time.
+const (
+	NearlyFull = 0.90
+	Relieved   = 0.80
+)
+
+// checkImages reports images that are nearly full: the partition's /var
+// is about to answer ENOSPC (which is the budget working, but worth an
+// operator's look before services inside fail).
+func (m *Manager) checkImages() {
+	cfg := m.cfg.Load()
+	for i := range cfg.Partitions {
+		p := &cfg.Partitions[i]
+		if !p.Disk.Enabled() {
+			continue
+		}
+		path := p.DiskPath()
+		src, ok, err := mountSource(path)
+		if err != nil || !ok || !sameFile(loopBacking(src), ImageFile(path)) {
+			continue
+		}
+		used, size := usage(path)
+		if size == 0 {
+			continue
+		}
+		frac := float64(used) / float64(size)
+		m.watchMu.Lock()
+		warned := m.full[p.Name]
+		switch {
+		case !warned && frac >= NearlyFull:
+			m.full[p.Name] = true
+		case warned && frac < Relieved:
+			delete(m.full, p.Name)
+		}
+		m.watchMu.Unlock()
+		if warned || frac < NearlyFull {
+			continue
+		}
+		m.log.Warn("disk budget nearly full", zap.String("partition", p.Name), zap.String("path", path),
+			zap.Uint64("used_bytes", used), zap.Uint64("size_bytes", size), zap.Uint64("max_bytes", p.Disk.Max.Bytes))
+		m.record(p.Name, fmt.Sprintf("disk budget nearly full: %s of %s used on %s; writes will end with ENOSPC", human(used), human(size), path),
+			map[string]string{"mechanism": string(MechImage), "path": path, "action": "nearly-full",
+				"used": strconv.FormatUint(used, 10), "size": strconv.FormatUint(size, 10)})
+	}
 }
 
 func (m *Manager) check(ctx context.Context, ws *watchState) bool {
