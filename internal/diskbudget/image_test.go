@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -33,8 +34,21 @@ func hostFS(t *testing.T, size string) string {
 		t.Fatalf("mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() {
-		for _, p := range []string{filepath.Join(dir, "qm"), dir} {
-			for unix.Unmount(p, 0) == nil {
+		path := filepath.Join(dir, "qm")
+		for unix.Unmount(path, 0) == nil {
+		}
+		// The loop device lets go of the image a moment after the
+		// unmount (autoclear runs asynchronously): the tmpfs is busy
+		// until then.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			err := unix.Unmount(dir, 0)
+			if err == nil || errors.Is(err, unix.EINVAL) {
+				return
+			}
+			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+				t.Errorf("unmount the test's host filesystem %s: %v", dir, err)
+				_ = unix.Unmount(dir, unix.MNT_DETACH)
+				return
 			}
 		}
 	})

@@ -274,9 +274,18 @@ func TestWatchKillsLargestWriterBelowReserve(t *testing.T) {
 	if err := syscall.Kill(init.Process.Pid, 0); err != nil {
 		t.Errorf("the partition's init was hurt: %v", err)
 	}
-	// Its other process (sleep) lives on too.
-	if n := len(descendants(init.Process.Pid)); n != 1 {
-		t.Errorf("%d processes left below init, want the sleep only", n)
+	// Its other process (sleep) lives on too; the killed writer is gone
+	// once its parent has reaped it.
+	var left []int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if left = descendants(init.Process.Pid); len(left) == 1 {
+			break
+		}
+	}
+	if len(left) != 1 {
+		t.Errorf("processes left below init: %v, want the sleep only", left)
+	} else if c := readComm(left[0]); c != "sleep" {
+		t.Errorf("the process left below init is %q, want the sleep", c)
 	}
 	time.Sleep(100 * time.Millisecond)
 	f := free(t, host)
