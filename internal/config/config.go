@@ -109,6 +109,7 @@ type Partition struct {
 	Pids     Pids     `toml:"pids"`
 	Pressure Pressure `toml:"pressure"`
 	IO       IO       `toml:"io"`
+	Disk     Disk     `toml:"disk"`
 }
 
 // Security is the partition's LSM confinement: the SELinux label and the
@@ -332,6 +333,9 @@ func (p *Partition) CreateHash() string {
 		w("security", p.Security.SELinuxOpts())
 		w("selinux_nested", p.Security.SELinuxNested)
 		w("apparmor_profile", p.Security.AppArmorProfile)
+	}
+	if dh := p.diskHash(); dh != "" {
+		w("disk", dh) // the budget's image is mounted under a volume
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }

@@ -232,6 +232,7 @@ func (v *validator) partition(pre string, p *Partition) {
 		}
 	}
 	v.security(pre+".security", p.Security)
+	v.disk(pre, p)
 	if p.OOMScoreAdj < -1000 || p.OOMScoreAdj > 1000 {
 		v.fail(pre+".oom_score_adj", "%d is out of range -1000..1000", p.OOMScoreAdj)
 	} else if p.OOMScoreAdj < 0 {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/dbusapi"
+	"github.com/containers/qmd/internal/diskbudget"
 	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/internal/logging"
@@ -144,7 +145,10 @@ func Run(ctx context.Context, opts Options) error {
 		g.Go(func() error { return prot.Run(gctx) })
 	}
 
-	rt := podman.New(cfg.Podman.Socket, cfg.Podman.Timeout.Duration)
+	// The disk budget ([partition.disk]) is mounted before every create
+	// and start of a partition's container.
+	disk := diskbudget.New(cfg, diskbudget.Options{Sink: rec, Log: log})
+	rt := disk.Wrap(podman.New(cfg.Podman.Socket, cfg.Podman.Timeout.Duration))
 	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch, PodmanTimeout: cfg.Podman.Timeout.Duration,
 		Restore: func(name string) uint32 { return restoredRestarts(store, name) }}
 	if opts.Resources != nil {
@@ -181,6 +185,7 @@ func Run(ctx context.Context, opts Options) error {
 				log.Warn("host-level protection not reconfigured", zap.Error(err))
 			}
 		}
+		disk.SetConfig(next)
 		if s := srv.Load(); s != nil {
 			if err := s.Sync(); err != nil {
 				log.Warn("d-bus objects not synced after reload", zap.Error(err))
@@ -201,6 +206,7 @@ func Run(ctx context.Context, opts Options) error {
 	})
 
 	g.Go(func() error { return sup.Run(gctx) })
+	g.Go(func() error { return disk.Run(gctx) })
 
 	// Wait for Podman and the first reconcile of every partition.
 	select {

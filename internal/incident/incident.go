@@ -38,6 +38,7 @@ const (
 	PolicyReload   Type = "policy-reload"    // a reloaded configuration was applied to the running partition
 	Upgrade        Type = "upgrade"          // qmd started with another version than last time (a package upgrade)
 	IOThrottle     Type = "io-throttle"      // partition io limits lowered under ASIL io pressure, or restored
+	DiskBudget     Type = "disk-budget"      // the partition's disk budget: image created/grown/migrated, refused, unavailable, or a writer killed below the reserve
 )
 
 // Incident is one recorded event. ID and Time are set by the store when

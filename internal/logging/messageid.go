@@ -30,6 +30,7 @@ var messageIDs = map[incident.Type]string{
 	incident.PolicyReload:   "850e317eb4784c4da3f944ee37a4638c",
 	incident.Upgrade:        "c5648e9bbf514cffb725af2a5a0d6625",
 	incident.IOThrottle:     "248b7715fbed470da9ab198fe04fa03d",
+	incident.DiskBudget:     "3ce0739d1da44f5f80810244a2de5018",
 }
 
 // types lists the incident types in declaration order.
@@ -56,6 +57,7 @@ var types = []incident.Type{
 	incident.PolicyReload,
 	incident.Upgrade,
 	incident.IOThrottle,
+	incident.DiskBudget,
 }
 
 // MessageID returns the fixed journal MESSAGE_ID (32 lower-case hex
