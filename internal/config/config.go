@@ -33,6 +33,9 @@ type Config struct {
 	// Warnings are things the configuration asks for that qmd adjusted
 	// (clamped, skipped); they are logged at start.
 	Warnings []string `toml:"-"`
+	// Findings are the freedom-from-interference lint's findings (Lint),
+	// warnings unless [policy] strict = true.
+	Findings []Finding `toml:"-"`
 
 	// origin maps key paths to the file:line that set them, for errors
 	// found after loading (Prepare).
@@ -69,6 +72,9 @@ type Incidents struct {
 type Policy struct {
 	// DryRun detects and logs what would be done, and does nothing.
 	DryRun bool `toml:"dry_run"`
+	// Strict makes the freedom-from-interference findings (Lint) errors:
+	// qmd refuses to start and a reload is rejected.
+	Strict bool `toml:"strict"`
 	// Resync is the slow tick that repairs drift (oom_score_adj, limits).
 	Resync Duration `toml:"resync"`
 }
