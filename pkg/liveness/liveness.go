@@ -1,0 +1,312 @@
+// Package liveness tells whether a partition's systemd still answers: the
+// last rung of qmd's reaction ladder restarts the whole partition when its
+// init is gone (the supervisor sees that from Podman and the kernel) or when
+// its systemd is alive but hung, which only a question to systemd shows.
+//
+// The question goes over systemd's private bus socket, reached through the
+// init's mount namespace (/proc/<pid>/root/run/systemd/private): the
+// partition has a private network, but that socket is a filesystem socket.
+// A Monitor asks on an interval, never counts failures before systemd first
+// answered (it may take tens of seconds to boot under emulation) unless a
+// long grace is over, requires several failures in a row, does not count
+// while the partition is throttled or frozen (a stall qmd caused or an
+// operator asked for is no reason to restart), and reports once.
+package liveness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+	"go.uber.org/zap"
+)
+
+// DefaultSocketPattern is where the init's systemd listens, as seen from
+// the host; %d is the init's host pid.
+const DefaultSocketPattern = "/proc/%d/root/run/systemd/private"
+
+// ErrNoSocket means the init offers no systemd private socket: it is not
+// systemd (a shell, a sleep), or systemd has not created it yet.
+var ErrNoSocket = errors.New("no systemd private socket")
+
+// Prober asks the partition's init once.
+type Prober interface {
+	// Probe returns nil when the init answered within ctx, ErrNoSocket
+	// (wrapped) when there is nothing to ask, any other error when it did
+	// not answer.
+	Probe(ctx context.Context) error
+}
+
+// DBusProber pings a D-Bus peer on a unix socket: systemd's private bus
+// (peer to peer, no bus daemon) or, with Bus, a message bus (tests stand a
+// dbus-daemon in for systemd).
+type DBusProber struct {
+	Path string
+	// Bus: the socket is a message bus: register (Hello) and ping the bus
+	// driver instead of systemd.
+	Bus bool
+}
+
+// SocketPath is the private socket of the init with host pid pid under
+// pattern (DefaultSocketPattern when empty).
+func SocketPath(pattern string, pid int) string {
+	if pattern == "" {
+		pattern = DefaultSocketPattern
+	}
+	return fmt.Sprintf(pattern, pid)
+}
+
+// Probe connects, authenticates (EXTERNAL: qmd runs as root, whom systemd
+// lets in), and calls org.freedesktop.DBus.Peer.Ping, which systemd answers
+// from its main event loop: a hung manager does not answer it. Every step
+// is bounded by ctx's deadline, including the connect and the
+// authentication (a stopped process accepts connections into its backlog
+// and then never answers).
+func (p DBusProber) Probe(ctx context.Context) error {
+	err := p.probe(ctx)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrNoSocket) {
+		// The connection was closed under a blocked read: say why.
+		return fmt.Errorf("%s: no answer in time: %w (%v)", p.Path, ctx.Err(), err)
+	}
+	return err
+}
+
+func (p DBusProber) probe(ctx context.Context) error {
+	fi, err := os.Stat(p.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: %w", p.Path, ErrNoSocket)
+	case err != nil:
+		return fmt.Errorf("stat %s: %w", p.Path, err)
+	case fi.Mode()&fs.ModeSocket == 0:
+		return fmt.Errorf("%s is not a socket: %w", p.Path, ErrNoSocket)
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", p.Path)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", p.Path, err)
+	}
+	defer func() { _ = nc.Close() }()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	// A context that ends before the deadline (qmd stopping) closes the
+	// connection, which ends any blocked read.
+	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	defer stop()
+	conn, err := dbus.NewConn(nc, dbus.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("d-bus connection %s: %w", p.Path, err)
+	}
+	defer func() { _ = conn.Close() }()
+	if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(fmt.Sprint(os.Getuid()))}); err != nil {
+		return fmt.Errorf("d-bus authentication on %s: %w", p.Path, err)
+	}
+	dest, path := "", dbus.ObjectPath("/org/freedesktop/systemd1")
+	if p.Bus {
+		if err := conn.Hello(); err != nil {
+			return fmt.Errorf("d-bus hello on %s: %w", p.Path, err)
+		}
+		dest, path = "org.freedesktop.DBus", "/org/freedesktop/DBus"
+	}
+	call := conn.Object(dest, path).CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0)
+	if call.Err != nil {
+		return fmt.Errorf("ping %s: %w", p.Path, call.Err)
+	}
+	return nil
+}
+
+// Config is how a Monitor asks.
+type Config struct {
+	Interval time.Duration // between two questions
+	Timeout  time.Duration // for one answer
+	Failures int           // consecutive unanswered questions that make it unresponsive
+	// Grace: failures before systemd first answered count only once this
+	// long has passed since the Monitor started.
+	Grace time.Duration
+}
+
+// Decision is what one probe result means.
+type Decision int
+
+// Decisions of Tracker.Observe.
+const (
+	Keep         Decision = iota // nothing to do
+	Unresponsive                 // the init stopped answering: restart the partition (reported once)
+)
+
+// Tracker is the Monitor's pure state: what a sequence of probe results
+// means. Not safe for concurrent use.
+type Tracker struct {
+	cfg      Config
+	start    time.Time
+	answered bool // systemd answered at least once
+	fails    int  // consecutive counted failures
+	paused   bool // throttled or frozen: failures are not counted
+	fired    bool
+	lastErr  error
+	offSeen  bool
+}
+
+// NewTracker starts tracking at start.
+func NewTracker(cfg Config, start time.Time) *Tracker {
+	if cfg.Failures < 1 {
+		cfg.Failures = 1
+	}
+	return &Tracker{cfg: cfg, start: start}
+}
+
+// Pause stops (on) or resumes (off) counting failures. Resuming starts the
+// count afresh: the stall that paused it is no evidence of a hang.
+func (t *Tracker) Pause(on bool) {
+	if t.paused && !on {
+		t.fails = 0
+	}
+	t.paused = on
+}
+
+// Failures is the current count of consecutive failures.
+func (t *Tracker) Failures() int { return t.fails }
+
+// Answered reports whether systemd answered at least once.
+func (t *Tracker) Answered() bool { return t.answered }
+
+// Observe takes one probe result at now.
+func (t *Tracker) Observe(now time.Time, err error) Decision {
+	if t.fired {
+		return Keep
+	}
+	switch {
+	case err == nil:
+		t.answered, t.fails, t.lastErr = true, 0, nil
+		return Keep
+	case errors.Is(err, ErrNoSocket) && !t.answered:
+		// Not systemd (or not yet): nothing to ask, nothing to count.
+		return Keep
+	case t.paused:
+		return Keep
+	case !t.answered && now.Sub(t.start) < t.cfg.Grace:
+		return Keep // still booting
+	}
+	t.fails++
+	t.lastErr = err
+	if t.fails >= t.cfg.Failures {
+		t.fired = true
+		return Unresponsive
+	}
+	return Keep
+}
+
+// Options are a Monitor's collaborators.
+type Options struct {
+	Config Config
+	Prober Prober
+	Log    *zap.Logger
+	// OnUnresponsive is called once when the init stopped answering: the
+	// caller records an incident and restarts the partition (killing it).
+	OnUnresponsive func(reason string, details map[string]string)
+	// Now and After default to the real clock (tests drive them).
+	Now   func() time.Time
+	After func(time.Duration) <-chan time.Time
+}
+
+// Monitor probes on an interval until ctx ends or it reported the init
+// unresponsive.
+type Monitor struct {
+	o     Options
+	pause chan bool
+}
+
+// NewMonitor builds a monitor; nothing runs until Run.
+func NewMonitor(o Options) *Monitor {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.After == nil {
+		o.After = time.After
+	}
+	return &Monitor{o: o, pause: make(chan bool, 8)}
+}
+
+// Pause stops (true) or resumes (false) counting failures: while the
+// partition is throttled or frozen its systemd may well be slow to answer.
+// It never blocks; Run takes it before the next probe.
+func (m *Monitor) Pause(on bool) {
+	select {
+	case m.pause <- on:
+	default:
+		// Eight pending changes: drop the oldest, keep the newest.
+		select {
+		case <-m.pause:
+		default:
+		}
+		select {
+		case m.pause <- on:
+		default:
+		}
+	}
+}
+
+// Run probes until ctx ends or the init was found unresponsive.
+func (m *Monitor) Run(ctx context.Context) error {
+	cfg := m.o.Config
+	t := NewTracker(cfg, m.o.Now())
+	wasOff := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case on := <-m.pause:
+			t.Pause(on)
+			continue
+		case <-m.o.After(cfg.Interval):
+		}
+		// Take every pause change that arrived meanwhile.
+		for drained := false; !drained; {
+			select {
+			case on := <-m.pause:
+				t.Pause(on)
+			default:
+				drained = true
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		began := m.o.Now()
+		err := m.o.Prober.Probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		off := errors.Is(err, ErrNoSocket) && !t.Answered()
+		if off && !wasOff {
+			m.o.Log.Info("liveness probe off: the partition's init offers no systemd socket", zap.Error(err))
+		} else if !off && wasOff && err == nil {
+			m.o.Log.Info("liveness probe on: the partition's systemd answers")
+		}
+		wasOff = off
+		if err != nil && !off {
+			m.o.Log.Debug("liveness probe failed", zap.Error(err), zap.Int("failures", t.Failures()+1))
+		}
+		if t.Observe(m.o.Now(), err) == Unresponsive {
+			reason := fmt.Sprintf("the partition's systemd did not answer %d times in a row (interval %s, timeout %s)",
+				t.Failures(), cfg.Interval, cfg.Timeout)
+			details := map[string]string{
+				"failures": fmt.Sprint(t.Failures()), "interval": cfg.Interval.String(),
+				"timeout": cfg.Timeout.String(), "last_error": err.Error(),
+				"last_probe_ms": fmt.Sprint(m.o.Now().Sub(began).Milliseconds()),
+			}
+			if m.o.OnUnresponsive != nil {
+				m.o.OnUnresponsive(reason, details)
+			}
+			return nil
+		}
+	}
+}
