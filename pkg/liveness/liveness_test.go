@@ -145,8 +145,8 @@ func TestMonitorRun(t *testing.T) {
 	reports := make(chan map[string]string, 4)
 	m := NewMonitor(Options{
 		Config: cfg3(), Prober: p,
-		Now:    func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
-		After:  func(time.Duration) <-chan time.Time { return ticks },
+		Now:   func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+		After: func(time.Duration) <-chan time.Time { return ticks },
 		OnUnresponsive: func(reason string, d map[string]string) {
 			reports <- d
 		},
