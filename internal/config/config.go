@@ -114,6 +114,20 @@ type Partition struct {
 	CPU      CPU      `toml:"cpu"`
 	Pids     Pids     `toml:"pids"`
 	Pressure Pressure `toml:"pressure"`
+	Liveness Liveness `toml:"liveness"`
+}
+
+// Liveness is the probe of the partition's systemd: asked every Interval
+// over its private socket, Failures unanswered questions in a row (each
+// within Timeout) restart the partition. Nothing counts before the first
+// answer until BootGrace has passed; an init that is not systemd is not
+// probed.
+type Liveness struct {
+	Enable    bool     `toml:"enable"`
+	Interval  Duration `toml:"interval"`
+	Timeout   Duration `toml:"timeout"`
+	Failures  int      `toml:"failures"`
+	BootGrace Duration `toml:"boot_grace"`
 }
 
 // Security is the partition's LSM confinement: the SELinux label and the
@@ -278,6 +292,13 @@ func DefaultPartition(name string) Partition {
 			StallAction:    "kill-offender",
 			CPUThreshold:   Duration{200 * time.Millisecond},
 			CPUQuota:       "50%",
+		},
+		Liveness: Liveness{
+			Enable:    true,
+			Interval:  Duration{10 * time.Second},
+			Timeout:   Duration{5 * time.Second},
+			Failures:  3,
+			BootGrace: Duration{2 * time.Minute},
 		},
 	}
 }

@@ -143,7 +143,9 @@ func Run(ctx context.Context, opts Options) error {
 	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch, PodmanTimeout: cfg.Podman.Timeout.Duration,
 		Restore: func(name string) uint32 { return restoredRestarts(store, name) }}
 	if opts.Resources != nil {
-		sopts.Resources = opts.Resources(cfg, log)
+		// The probe of the partition's systemd rides on the policy's
+		// life (liveness.go).
+		sopts.Resources = withLiveness(opts.Resources(cfg, log), log, nil)
 	}
 	sup := supervisor.New(cfg, sopts)
 

@@ -37,6 +37,9 @@ const (
 	StartFailed    Type = "start-failed"     // creating or starting the container failed; retried with backoff
 	PolicyReload   Type = "policy-reload"    // a reloaded configuration was applied to the running partition
 	Upgrade        Type = "upgrade"          // qmd started with another version than last time (a package upgrade)
+	// SystemdUnresponsive: the partition's systemd stopped answering on its
+	// private socket; the partition is killed and restarted.
+	SystemdUnresponsive Type = "systemd-unresponsive"
 )
 
 // Incident is one recorded event. ID and Time are set by the store when

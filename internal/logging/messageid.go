@@ -29,6 +29,9 @@ var messageIDs = map[incident.Type]string{
 	incident.StartFailed:    "dd77e644d9db4f9e82a3da3cbab271b9",
 	incident.PolicyReload:   "850e317eb4784c4da3f944ee37a4638c",
 	incident.Upgrade:        "c5648e9bbf514cffb725af2a5a0d6625",
+
+	// The last rung of the reaction ladder (#9).
+	incident.SystemdUnresponsive: "d60fbc5ae8ab407bb6c3c6f2ddbace85",
 }
 
 // types lists the incident types in declaration order.
@@ -54,6 +57,7 @@ var types = []incident.Type{
 	incident.StartFailed,
 	incident.PolicyReload,
 	incident.Upgrade,
+	incident.SystemdUnresponsive,
 }
 
 // MessageID returns the fixed journal MESSAGE_ID (32 lower-case hex
