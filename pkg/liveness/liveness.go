@@ -149,8 +149,6 @@ type Tracker struct {
 	fails    int  // consecutive counted failures
 	paused   bool // throttled or frozen: failures are not counted
 	fired    bool
-	lastErr  error
-	offSeen  bool
 }
 
 // NewTracker starts tracking at start.
@@ -183,7 +181,7 @@ func (t *Tracker) Observe(now time.Time, err error) Decision {
 	}
 	switch {
 	case err == nil:
-		t.answered, t.fails, t.lastErr = true, 0, nil
+		t.answered, t.fails = true, 0
 		return Keep
 	case errors.Is(err, ErrNoSocket) && !t.answered:
 		// Not systemd (or not yet): nothing to ask, nothing to count.
@@ -194,7 +192,6 @@ func (t *Tracker) Observe(now time.Time, err error) Decision {
 		return Keep // still booting
 	}
 	t.fails++
-	t.lastErr = err
 	if t.fails >= t.cfg.Failures {
 		t.fired = true
 		return Unresponsive
