@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -34,6 +35,11 @@ const DefaultSocketPattern = "/proc/%d/root/run/systemd/private"
 // systemd (a shell, a sleep), or systemd has not created it yet.
 var ErrNoSocket = errors.New("no systemd private socket")
 
+// ErrRejected means the peer answered but refused the probe (the
+// authentication was rejected): it is alive, and the probe cannot work on
+// this host. Never a reason to restart.
+var ErrRejected = errors.New("probe rejected by the peer")
+
 // Prober asks the partition's init once.
 type Prober interface {
 	// Probe returns nil when the init answered within ctx, ErrNoSocket
@@ -50,6 +56,8 @@ type DBusProber struct {
 	// Bus: the socket is a message bus: register (Hello) and ping the bus
 	// driver instead of systemd.
 	Bus bool
+	// BusTarget, with Bus, is the name pinged instead of the bus driver.
+	BusTarget string
 }
 
 // SocketPath is the private socket of the init with host pid pid under
@@ -105,6 +113,10 @@ func (p DBusProber) probe(ctx context.Context) error {
 	}
 	defer func() { _ = conn.Close() }()
 	if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(fmt.Sprint(os.Getuid()))}); err != nil {
+		if ctx.Err() == nil && !isNetError(err) {
+			// The peer read our request and said no: an answer.
+			return fmt.Errorf("d-bus authentication on %s: %v: %w", p.Path, err, ErrRejected)
+		}
 		return fmt.Errorf("d-bus authentication on %s: %w", p.Path, err)
 	}
 	dest, path := "", dbus.ObjectPath("/org/freedesktop/systemd1")
@@ -113,12 +125,26 @@ func (p DBusProber) probe(ctx context.Context) error {
 			return fmt.Errorf("d-bus hello on %s: %w", p.Path, err)
 		}
 		dest, path = "org.freedesktop.DBus", "/org/freedesktop/DBus"
+		if p.BusTarget != "" {
+			dest = p.BusTarget
+		}
 	}
 	call := conn.Object(dest, path).CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0)
-	if call.Err != nil {
+	var derr dbus.Error
+	if call.Err != nil && !errors.As(call.Err, &derr) {
 		return fmt.Errorf("ping %s: %w", p.Path, call.Err)
 	}
+	// A method return or a D-Bus error reply (access denied, unknown
+	// method): either way the peer's main loop answered.
 	return nil
+}
+
+// isNetError tells a transport failure (timeout, reset, closed) from a
+// protocol answer.
+func isNetError(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // Config is how a Monitor asks.
@@ -185,6 +211,9 @@ func (t *Tracker) Observe(now time.Time, err error) Decision {
 		return Keep
 	case errors.Is(err, ErrNoSocket) && !t.answered:
 		// Not systemd (or not yet): nothing to ask, nothing to count.
+		return Keep
+	case errors.Is(err, ErrRejected):
+		// Alive, but the probe cannot work here: never a restart.
 		return Keep
 	case t.paused:
 		return Keep
@@ -282,9 +311,13 @@ func (m *Monitor) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		off := errors.Is(err, ErrNoSocket) && !t.Answered()
+		off := (errors.Is(err, ErrNoSocket) && !t.Answered()) || errors.Is(err, ErrRejected)
 		if off && !wasOff {
-			m.o.Log.Info("liveness probe off: the partition's init offers no systemd socket", zap.Error(err))
+			if errors.Is(err, ErrRejected) {
+				m.o.Log.Warn("liveness probe off: the partition's systemd refuses it", zap.Error(err))
+			} else {
+				m.o.Log.Info("liveness probe off: the partition's init offers no systemd socket", zap.Error(err))
+			}
 		} else if !off && wasOff && err == nil {
 			m.o.Log.Info("liveness probe on: the partition's systemd answers")
 		}

@@ -100,6 +100,15 @@ func TestTrackerNoSocket(t *testing.T) {
 	}
 }
 
+func TestTrackerRejectedNeverFires(t *testing.T) {
+	start := time.Unix(1000, 0)
+	rej := fmt.Errorf("auth: %w", ErrRejected)
+	tr := NewTracker(cfg3(), start)
+	if got := run(tr, start, nil, rej, rej, rej, rej, rej); len(got) != 0 || tr.Failures() != 0 {
+		t.Fatalf("a peer refusing the probe fired %v (failures %d)", got, tr.Failures())
+	}
+}
+
 func TestTrackerPause(t *testing.T) {
 	start := time.Unix(1000, 0)
 	tr := NewTracker(cfg3(), start)

@@ -16,7 +16,7 @@ const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Con
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
-  <auth>EXTERNAL</auth>
+  <auth>%s</auth>
   <listen>unix:path=%s</listen>
   <policy context="default">
     <allow user="*"/>
@@ -38,6 +38,10 @@ const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Con
 // <dir>/proc/<pid>/root/run/systemd/private. It returns the socket pattern,
 // the pid used in it and the daemon's process.
 func startBus(t *testing.T) (pattern string, pid int, proc *os.Process) {
+	return startBusAuth(t, "EXTERNAL")
+}
+
+func startBusAuth(t *testing.T, auth string) (pattern string, pid int, proc *os.Process) {
 	t.Helper()
 	if _, err := exec.LookPath("dbus-daemon"); err != nil {
 		t.Skip("dbus-daemon not installed (apt-get install dbus)")
@@ -50,7 +54,7 @@ func startBus(t *testing.T) (pattern string, pid int, proc *os.Process) {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(busConfig, sock)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(busConfig, auth, sock)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("dbus-daemon", "--config-file="+conf, "--nofork")
@@ -158,5 +162,33 @@ func TestMonitorRealDaemon(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("Run did not return after its report")
+	}
+}
+
+// TestDBusProberErrorReplyIsAnAnswer: an error reply (here the bus
+// daemon's ServiceUnknown for a name nobody owns) proves the peer's main
+// loop runs: the probe counts it as an answer. Stopped, the peer does not
+// answer at all.
+func TestDBusProberErrorReplyIsAnAnswer(t *testing.T) {
+	pattern, pid, proc := startBus(t)
+	p := DBusProber{Path: SocketPath(pattern, pid), Bus: true, BusTarget: "org.example.Nobody"}
+	if d, err := probeOnce(p, 5*time.Second); err != nil {
+		t.Fatalf("error reply not taken as an answer: %v (after %s)", err, d)
+	}
+	if err := proc.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := probeOnce(p, time.Second); err == nil || errors.Is(err, ErrRejected) || errors.Is(err, ErrNoSocket) {
+		t.Fatalf("stopped peer: %v after %s, want a plain failure", err, d)
+	}
+}
+
+// TestDBusProberRejected: a peer that refuses EXTERNAL authentication is
+// alive: the probe says ErrRejected (off, never a restart), not a failure.
+func TestDBusProberRejected(t *testing.T) {
+	pattern, pid, _ := startBusAuth(t, "ANONYMOUS")
+	_, err := probeOnce(DBusProber{Path: SocketPath(pattern, pid), Bus: true}, 5*time.Second)
+	if !errors.Is(err, ErrRejected) {
+		t.Fatalf("got %v, want ErrRejected", err)
 	}
 }
