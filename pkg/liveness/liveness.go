@@ -311,6 +311,10 @@ func (m *Monitor) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if err == nil && !t.Answered() {
+			m.o.Log.Info("liveness probe armed: the partition's systemd answers",
+				zap.Duration("after", m.o.Now().Sub(t.start)))
+		}
 		off := (errors.Is(err, ErrNoSocket) && !t.Answered()) || errors.Is(err, ErrRejected)
 		if off && !wasOff {
 			if errors.Is(err, ErrRejected) {
@@ -318,8 +322,6 @@ func (m *Monitor) Run(ctx context.Context) error {
 			} else {
 				m.o.Log.Info("liveness probe off: the partition's init offers no systemd socket", zap.Error(err))
 			}
-		} else if !off && wasOff && err == nil {
-			m.o.Log.Info("liveness probe on: the partition's systemd answers")
 		}
 		wasOff = off
 		if err != nil && !off {
