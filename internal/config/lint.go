@@ -207,6 +207,9 @@ var exposures = []exposure{
 	{"/run/systemd", true, "exposes systemd's private socket and journald's sockets: the partition can stop host units (the ASIL ones too) or flood the host journal"},
 	{"/run/udev/control", true, "exposes udev's control socket: the partition can reconfigure or stop the host's device management (mount /run/udev/data read-only instead)"},
 	{"/run/qmd", true, "exposes qmd's own runtime state"},
+	{"/run/user", true, "exposes the users' session buses and their systemd and Podman sockets"},
+	{"/run/crio", true, "exposes the host's CRI-O socket: the partition can start containers on the host"},
+	{"/run/log", true, "exposes the host's volatile journal"},
 	{"/var/lib/containers", true, "exposes the host's container storage: the partition can change the images and containers the host runs"},
 	{"/var/lib/docker", true, "exposes the host's Docker storage"},
 	{"/var/lib/containerd", true, "exposes the host's containerd storage"},
@@ -263,7 +266,7 @@ func (e *LintError) Error() string {
 	for i, f := range e.Findings {
 		lines[i] = f.String()
 	}
-	return "freedom from interference ([policy] strict = true):\n" + strings.Join(lines, "\n")
+	return "freedom from interference ([policy] strict = true): the configuration breaks the partition's isolation:\n" + strings.Join(lines, "\n")
 }
 
 // StrictError returns the findings as an error when the configuration
@@ -381,7 +384,15 @@ func (l *linter) partition(pre string, p *Partition, needs uint64) {
 			avail = l.h.MemTotal - needs
 		}
 		if max := p.Memory.Max.Resolve(l.h.MemTotal); max > avail {
-			l.flag(pre+".memory.max", "%s (%s) is above the host's memory %s minus the protected units' %s: the limit never stops the partition before the ASIL processes run short", p.Memory.Max, human(max), human(l.h.MemTotal), human(needs))
+			val := p.Memory.Max.String()
+			if p.Memory.Max.Percent > 0 {
+				val += " (" + human(max) + ")"
+			}
+			host := "the host's memory " + human(l.h.MemTotal)
+			if needs > 0 {
+				host += " minus the protected units' " + human(needs)
+			}
+			l.flag(pre+".memory.max", "%s is above %s: the limit never stops the partition before the ASIL processes run short", val, host)
 		}
 	}
 }

@@ -74,6 +74,8 @@ func TestLintRules(t *testing.T) {
 		{"volume sys", `volumes = ["/sys/fs/cgroup:/sys/fs/cgroup"]`, "partition[qm].volumes", "lift its own limits"},
 		{"volume dev", `volumes = ["/dev:/dev"]`, "partition[qm].volumes", "device nodes"},
 		{"volume srv data", `volumes = ["/srv/qm-data:/data"]`, "", ""},
+		{"volume user bus", `volumes = ["/run/user/1000/bus:/run/user/1000/bus"]`, "partition[qm].volumes", "session buses"},
+		{"volume var lib parent", `volumes = ["/var/lib:/host-lib"]`, "partition[qm].volumes", "contains /var/lib/containers"},
 		{"device mem", `devices = ["/dev/mem"]`, "partition[qm].devices", "physical memory"},
 		{"device optional kmem", `devices = ["-/dev/kmem"]`, "partition[qm].devices", "kernel's memory"},
 		{"device port", `devices = ["/dev/port"]`, "partition[qm].devices", "IO ports"},
@@ -218,6 +220,7 @@ func TestLintShippedConfigs(t *testing.T) {
 // on a block device) is among the host's block devices, and RAM is known.
 func TestOSLintHost(t *testing.T) {
 	h := OSLintHost()
+	t.Logf("RAM %d, host block devices %v (names %v)", h.MemTotal, h.HostBlockDevices, h.HostBlockNames)
 	if h.MemTotal == 0 {
 		t.Error("MemTotal unknown")
 	}
