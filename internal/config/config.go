@@ -118,7 +118,7 @@ type Partition struct {
 }
 
 // Liveness is the probe of the partition's systemd: asked every Interval
-// over its private socket, Failures unanswered questions in a row (each
+// over the partition's system bus, Failures unanswered questions in a row (each
 // within Timeout) restart the partition. Nothing counts before the first
 // answer until BootGrace has passed; an init that is not systemd is not
 // probed.

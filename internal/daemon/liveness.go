@@ -25,7 +25,7 @@ import (
 // is no longer running or a restart is already under way).
 //
 // newProber makes the prober for an init's host pid (nil: systemd's
-// private socket under /proc/<pid>/root).
+// partition's system bus under /proc/<pid>/root).
 func withLiveness(next supervisor.ResourceFactory, log *zap.Logger, newProber func(pid int) liveness.Prober) supervisor.ResourceFactory {
 	if next == nil {
 		return nil

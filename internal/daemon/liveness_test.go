@@ -177,7 +177,7 @@ func TestLivenessNotSystemd(t *testing.T) {
 	var n atomic.Int32
 	rec, r, _ := setup(t, lv, proberFunc(func(context.Context) error {
 		n.Add(1)
-		return errors.Join(errors.New("/proc/4242/root/run/systemd/private"), liveness.ErrNoSocket)
+		return errors.Join(errors.New("/proc/4242/root/run/dbus/system_bus_socket"), liveness.ErrNoSocket)
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = r.Run(ctx) }()

@@ -3,9 +3,17 @@
 // init is gone (the supervisor sees that from Podman and the kernel) or when
 // its systemd is alive but hung, which only a question to systemd shows.
 //
-// The question goes over systemd's private bus socket, reached through the
-// init's mount namespace (/proc/<pid>/root/run/systemd/private): the
-// partition has a private network, but that socket is a filesystem socket.
+// The question goes to systemd through the partition's own system bus,
+// reached through the init's mount namespace
+// (/proc/<pid>/root/run/dbus/system_bus_socket): the partition has a private
+// network, but that is a filesystem socket. systemd's private socket
+// (/run/systemd/private) cannot be used from the host: systemd refuses every
+// peer whose pid it cannot see, and qmd lives outside the partition's PID
+// namespace ("Incoming private connection from unprivileged client,
+// refusing: No data available", systemd 252). The bus daemon forwards the
+// ping to systemd, so the answer needs both, as every systemctl call inside
+// the partition does.
+//
 // A Monitor asks on an interval, never counts failures before systemd first
 // answered (it may take tens of seconds to boot under emulation) unless a
 // long grace is over, requires several failures in a row, does not count
@@ -27,41 +35,51 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultSocketPattern is where the init's systemd listens, as seen from
-// the host; %d is the init's host pid.
-const DefaultSocketPattern = "/proc/%d/root/run/systemd/private"
+// DefaultSocketPattern is the partition's system bus as seen from the
+// host; %d is the init's host pid.
+const DefaultSocketPattern = "/proc/%d/root/run/dbus/system_bus_socket"
 
-// ErrNoSocket means the init offers no systemd private socket: it is not
-// systemd (a shell, a sleep), or systemd has not created it yet.
-var ErrNoSocket = errors.New("no systemd private socket")
+// Systemd is systemd's name and object on the bus.
+const (
+	SystemdName = "org.freedesktop.systemd1"
+	SystemdPath = "/org/freedesktop/systemd1"
+)
 
-// ErrRejected means the peer answered but refused the probe (the
-// authentication was rejected): it is alive, and the probe cannot work on
-// this host. Never a reason to restart.
-var ErrRejected = errors.New("probe rejected by the peer")
+// ErrNoSocket means the partition offers no system bus: its init is not
+// systemd (a shell, a sleep), or the bus has not started yet.
+var ErrNoSocket = errors.New("no system bus socket in the partition")
+
+// ErrNoSystemd means the partition's bus answered that systemd is not on
+// it: the init is not systemd, or systemd has not connected yet. Before
+// systemd first answered that is nothing to count; after, it is a failure.
+var ErrNoSystemd = errors.New("systemd is not on the partition's bus")
+
+// absent: nothing to ask (yet).
+func absent(err error) bool { return errors.Is(err, ErrNoSocket) || errors.Is(err, ErrNoSystemd) }
+
+// ErrRejected means the bus answered but refused the probe (authentication
+// or policy): the partition is alive, and the probe cannot work on it.
+// Never a reason to restart.
+var ErrRejected = errors.New("probe rejected by the partition's bus")
 
 // Prober asks the partition's init once.
 type Prober interface {
-	// Probe returns nil when the init answered within ctx, ErrNoSocket
-	// (wrapped) when there is nothing to ask, any other error when it did
-	// not answer.
+	// Probe returns nil when systemd answered within ctx, ErrNoSocket or
+	// ErrRejected (wrapped) when there is nothing to ask, any other error
+	// when it did not answer.
 	Probe(ctx context.Context) error
 }
 
-// DBusProber pings a D-Bus peer on a unix socket: systemd's private bus
-// (peer to peer, no bus daemon) or, with Bus, a message bus (tests stand a
-// dbus-daemon in for systemd).
+// DBusProber pings systemd through a message bus on a unix socket.
 type DBusProber struct {
 	Path string
-	// Bus: the socket is a message bus: register (Hello) and ping the bus
-	// driver instead of systemd.
-	Bus bool
-	// BusTarget, with Bus, is the name pinged instead of the bus driver.
-	BusTarget string
+	// Target is the bus name pinged (SystemdName when empty; tests stand
+	// another peer in).
+	Target string
 }
 
-// SocketPath is the private socket of the init with host pid pid under
-// pattern (DefaultSocketPattern when empty).
+// SocketPath is the system bus of the partition whose init has host pid
+// pid, under pattern (DefaultSocketPattern when empty).
 func SocketPath(pattern string, pid int) string {
 	if pattern == "" {
 		pattern = DefaultSocketPattern
@@ -69,15 +87,16 @@ func SocketPath(pattern string, pid int) string {
 	return fmt.Sprintf(pattern, pid)
 }
 
-// Probe connects, authenticates (EXTERNAL: qmd runs as root, whom systemd
-// lets in), and calls org.freedesktop.DBus.Peer.Ping, which systemd answers
-// from its main event loop: a hung manager does not answer it. Every step
-// is bounded by ctx's deadline, including the connect and the
-// authentication (a stopped process accepts connections into its backlog
-// and then never answers).
+// Probe connects, authenticates (EXTERNAL: qmd runs as root, the
+// partition's root as far as the bus is concerned), registers (Hello) and
+// calls org.freedesktop.DBus.Peer.Ping on systemd, which answers from its
+// main event loop: a hung manager does not answer. Every step is bounded
+// by ctx's deadline, including the connect and the authentication (a
+// stopped process accepts connections into its backlog and then never
+// answers).
 func (p DBusProber) Probe(ctx context.Context) error {
 	err := p.probe(ctx)
-	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrNoSocket) {
+	if err != nil && ctx.Err() != nil && !absent(err) && !errors.Is(err, ErrRejected) {
 		// The connection was closed under a blocked read: say why.
 		return fmt.Errorf("%s: no answer in time: %w (%v)", p.Path, ctx.Err(), err)
 	}
@@ -114,28 +133,44 @@ func (p DBusProber) probe(ctx context.Context) error {
 	defer func() { _ = conn.Close() }()
 	if err := conn.Auth([]dbus.Auth{dbus.AuthExternal(fmt.Sprint(os.Getuid()))}); err != nil {
 		if ctx.Err() == nil && !isNetError(err) {
-			// The peer read our request and said no: an answer.
+			// The bus read our request and said no.
 			return fmt.Errorf("d-bus authentication on %s: %v: %w", p.Path, err, ErrRejected)
 		}
 		return fmt.Errorf("d-bus authentication on %s: %w", p.Path, err)
 	}
-	dest, path := "", dbus.ObjectPath("/org/freedesktop/systemd1")
-	if p.Bus {
-		if err := conn.Hello(); err != nil {
-			return fmt.Errorf("d-bus hello on %s: %w", p.Path, err)
-		}
-		dest, path = "org.freedesktop.DBus", "/org/freedesktop/DBus"
-		if p.BusTarget != "" {
-			dest = p.BusTarget
-		}
+	if err := conn.Hello(); err != nil {
+		return fmt.Errorf("d-bus hello on %s: %w", p.Path, err)
 	}
-	call := conn.Object(dest, path).CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0)
+	target := p.Target
+	if target == "" {
+		target = SystemdName
+	}
+	call := conn.Object(target, SystemdPath).CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0)
+	return classify(call.Err, fmt.Sprintf("ping %s on %s", target, p.Path))
+}
+
+// classify maps the outcome of the ping to what it means for the probe.
+func classify(err error, what string) error {
+	if err == nil {
+		return nil
+	}
 	var derr dbus.Error
-	if call.Err != nil && !errors.As(call.Err, &derr) {
-		return fmt.Errorf("ping %s: %w", p.Path, call.Err)
+	if !errors.As(err, &derr) {
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	// A method return or a D-Bus error reply (access denied, unknown
-	// method): either way the peer's main loop answered.
+	switch derr.Name {
+	case "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner":
+		return fmt.Errorf("%s: %v: %w", what, err, ErrNoSystemd)
+	case "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Timeout",
+		"org.freedesktop.DBus.Error.TimedOut", "org.freedesktop.DBus.Error.Disconnected":
+		// The bus answered for systemd: it is not on the bus, or did not
+		// answer the bus in time.
+		return fmt.Errorf("%s: %w", what, err)
+	case "org.freedesktop.DBus.Error.AccessDenied":
+		return fmt.Errorf("%s: %v: %w", what, err, ErrRejected)
+	}
+	// Any other error reply (unknown method, ...) came from systemd
+	// itself: its main loop answered.
 	return nil
 }
 
@@ -209,7 +244,7 @@ func (t *Tracker) Observe(now time.Time, err error) Decision {
 	case err == nil:
 		t.answered, t.fails = true, 0
 		return Keep
-	case errors.Is(err, ErrNoSocket) && !t.answered:
+	case absent(err) && !t.answered:
 		// Not systemd (or not yet): nothing to ask, nothing to count.
 		return Keep
 	case errors.Is(err, ErrRejected):
@@ -315,12 +350,12 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.o.Log.Info("liveness probe armed: the partition's systemd answers",
 				zap.Duration("after", m.o.Now().Sub(t.start)))
 		}
-		off := (errors.Is(err, ErrNoSocket) && !t.Answered()) || errors.Is(err, ErrRejected)
+		off := (absent(err) && !t.Answered()) || errors.Is(err, ErrRejected)
 		if off && !wasOff {
 			if errors.Is(err, ErrRejected) {
-				m.o.Log.Warn("liveness probe off: the partition's systemd refuses it", zap.Error(err))
+				m.o.Log.Warn("liveness probe off: the partition's bus refuses it", zap.Error(err))
 			} else {
-				m.o.Log.Info("liveness probe off: the partition's init offers no systemd socket", zap.Error(err))
+				m.o.Log.Info("liveness probe off: no systemd to ask in the partition", zap.Error(err))
 			}
 		}
 		wasOff = off

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/godbus/dbus/v5"
 )
 
 var errHung = errors.New("context deadline exceeded")
@@ -84,7 +86,7 @@ func TestTrackerRecoveryResets(t *testing.T) {
 
 func TestTrackerNoSocket(t *testing.T) {
 	start := time.Unix(1000, 0)
-	noSock := fmt.Errorf("/proc/1/root/run/systemd/private: %w", ErrNoSocket)
+	noSock := fmt.Errorf("/proc/1/root/run/dbus/system_bus_socket: %w", ErrNoSocket)
 	tr := NewTracker(cfg3(), start)
 	var r []error
 	for range 30 { // 5 minutes, past the grace
@@ -233,8 +235,34 @@ func TestMonitorPausedWhileThrottled(t *testing.T) {
 	}
 }
 
+// TestClassify: what each outcome of the ping means.
+func TestClassify(t *testing.T) {
+	derr := func(name string) error { return fmt.Errorf("call: %w", dbus.Error{Name: name}) }
+	tests := []struct {
+		err                      error
+		ok, absent, rej, failure bool
+	}{
+		{err: nil, ok: true},
+		{err: derr("org.freedesktop.DBus.Error.UnknownMethod"), ok: true}, // systemd itself answered
+		{err: derr("org.freedesktop.DBus.Error.ServiceUnknown"), absent: true},
+		{err: derr("org.freedesktop.DBus.Error.NameHasNoOwner"), absent: true},
+		{err: derr("org.freedesktop.DBus.Error.NoReply"), failure: true},
+		{err: derr("org.freedesktop.DBus.Error.Timeout"), failure: true},
+		{err: derr("org.freedesktop.DBus.Error.AccessDenied"), rej: true},
+		{err: context.DeadlineExceeded, failure: true},
+	}
+	for _, tt := range tests {
+		got := classify(tt.err, "ping")
+		switch {
+		case tt.ok && got != nil, tt.absent && !absent(got), tt.rej && !errors.Is(got, ErrRejected),
+			tt.failure && (got == nil || absent(got) || errors.Is(got, ErrRejected)):
+			t.Errorf("classify(%v) = %v", tt.err, got)
+		}
+	}
+}
+
 func TestSocketPath(t *testing.T) {
-	if got := SocketPath("", 42); got != "/proc/42/root/run/systemd/private" {
+	if got := SocketPath("", 42); got != "/proc/42/root/run/dbus/system_bus_socket" {
 		t.Errorf("default: %s", got)
 	}
 	if got := SocketPath("/tmp/x/%d/private", 7); got != "/tmp/x/7/private" {

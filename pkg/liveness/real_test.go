@@ -10,7 +10,37 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/godbus/dbus/v5"
 )
+
+// The test binary doubles as a stand-in for the partition's systemd: with
+// fakeSystemdEnv set to a bus address it owns org.freedesktop.systemd1 on
+// that bus and answers Peer.Ping (godbus does for every connection) until
+// killed. As its own process it can be stopped with SIGSTOP.
+const fakeSystemdEnv = "QMD_LIVENESS_FAKE_SYSTEMD"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(fakeSystemdEnv); addr != "" {
+		os.Exit(fakeSystemd(addr))
+	}
+	os.Exit(m.Run())
+}
+
+func fakeSystemd(addr string) int {
+	conn, err := dbus.Connect(addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake systemd:", err)
+		return 1
+	}
+	reply, err := conn.RequestName(SystemdName, dbus.NameFlagDoNotQueue)
+	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		fmt.Fprintln(os.Stderr, "fake systemd: name:", reply, err)
+		return 1
+	}
+	fmt.Println("ready")
+	select {}
+}
 
 const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -33,31 +63,66 @@ const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Con
 </busconfig>
 `
 
-// startBus runs a real dbus-daemon whose socket stands where a
-// partition's systemd private socket would be seen from the host,
-// <dir>/proc/<pid>/root/run/systemd/private. It returns the socket pattern,
-// the pid used in it and the daemon's process.
-func startBus(t *testing.T) (pattern string, pid int, proc *os.Process) {
-	return startBusAuth(t, "EXTERNAL")
+// partitionBus is a real dbus-daemon whose socket stands where the
+// partition's system bus is seen from the host,
+// <dir>/proc/<pid>/root/run/dbus/system_bus_socket.
+type partitionBus struct {
+	pattern string
+	pid     int
+	daemon  *os.Process
+	sock    string
 }
 
-func startBusAuth(t *testing.T, auth string) (pattern string, pid int, proc *os.Process) {
+func (b *partitionBus) prober() DBusProber { return DBusProber{Path: SocketPath(b.pattern, b.pid)} }
+
+func startBus(t *testing.T, auth string) *partitionBus {
 	t.Helper()
 	if _, err := exec.LookPath("dbus-daemon"); err != nil {
 		t.Skip("dbus-daemon not installed (apt-get install dbus)")
 	}
 	dir := t.TempDir()
-	pattern = filepath.Join(dir, "proc/%d/root/run/systemd/private")
-	pid = 4242
-	sock := SocketPath(pattern, pid)
-	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+	b := &partitionBus{pattern: filepath.Join(dir, "proc/%d/root/run/dbus/system_bus_socket"), pid: 4242}
+	b.sock = SocketPath(b.pattern, b.pid)
+	if err := os.MkdirAll(filepath.Dir(b.sock), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(busConfig, auth, sock)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(busConfig, auth, b.sock)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("dbus-daemon", "--config-file="+conf, "--nofork")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b.daemon = cmd.Process
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := os.Stat(b.sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dbus-daemon did not create %s", b.sock)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return b
+}
+
+// startSystemd runs the fake systemd on the bus and waits until it owns
+// its name.
+func (b *partitionBus) startSystemd(t *testing.T) *os.Process {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fakeSystemdEnv+"=unix:path="+b.sock)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -66,16 +131,11 @@ func startBusAuth(t *testing.T, auth string) (pattern string, pid int, proc *os.
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dbus-daemon did not create %s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
+	buf := make([]byte, 6)
+	if _, err := out.Read(buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("fake systemd did not start: %q %v", buf, err)
 	}
-	return pattern, pid, cmd.Process
+	return cmd.Process
 }
 
 func probeOnce(p Prober, timeout time.Duration) (time.Duration, error) {
@@ -86,52 +146,79 @@ func probeOnce(p Prober, timeout time.Duration) (time.Duration, error) {
 	return time.Since(start), err
 }
 
-// TestDBusProberRealDaemon: a real D-Bus peer answers the ping; stopped
-// with SIGSTOP it does not, and the probe gives up within its timeout
-// (connect and authentication included); after SIGCONT it answers again.
-func TestDBusProberRealDaemon(t *testing.T) {
-	pattern, pid, proc := startBus(t)
-	p := DBusProber{Path: SocketPath(pattern, pid), Bus: true}
+// TestDBusProberRealBus: through a real bus daemon, a systemd on the bus
+// answers the ping; stopped with SIGSTOP it does not, and the probe gives
+// up within its timeout; after SIGCONT it answers again. Before systemd is
+// on the bus the bus says so (ErrNoSystemd: nothing to count yet); a
+// missing socket is ErrNoSocket.
+func TestDBusProberRealBus(t *testing.T) {
+	b := startBus(t, "EXTERNAL")
+	p := b.prober()
+	if _, err := probeOnce(p, 5*time.Second); !errors.Is(err, ErrNoSystemd) {
+		t.Fatalf("no systemd on the bus: %v, want ErrNoSystemd", err)
+	}
+	sd := b.startSystemd(t)
 	if d, err := probeOnce(p, 5*time.Second); err != nil {
-		t.Fatalf("live daemon: %v (after %s)", err, d)
+		t.Fatalf("systemd on the bus: %v (after %s)", err, d)
 	} else {
 		t.Logf("answered in %s", d)
 	}
-	if err := proc.Signal(syscall.SIGSTOP); err != nil {
+	if err := sd.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	const timeout = time.Second
 	d, err := probeOnce(p, timeout)
-	if err == nil {
-		t.Fatal("stopped daemon answered")
-	}
-	if errors.Is(err, ErrNoSocket) {
-		t.Fatalf("stopped daemon reported as no socket: %v", err)
+	if err == nil || absent(err) || errors.Is(err, ErrRejected) {
+		t.Fatalf("stopped systemd: %v, want a failure", err)
 	}
 	if d > timeout+500*time.Millisecond {
-		t.Errorf("probe of a stopped daemon took %s, timeout %s", d, timeout)
+		t.Errorf("probe of a stopped systemd took %s, timeout %s", d, timeout)
 	}
-	t.Logf("stopped: failed after %s: %v", d, err)
-	if err := proc.Signal(syscall.SIGCONT); err != nil {
+	t.Logf("systemd stopped: failed after %s: %v", d, err)
+	if err := sd.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := probeOnce(p, 5*time.Second); err != nil {
-		t.Fatalf("continued daemon: %v (after %s)", err, d)
+		t.Fatalf("continued systemd: %v (after %s)", err, d)
 	}
-	// Another pid: no socket there, the probe is off, not failed.
-	if _, err := probeOnce(DBusProber{Path: SocketPath(pattern, pid+1), Bus: true}, timeout); !errors.Is(err, ErrNoSocket) {
+	// The bus daemon itself stopped: no answer either.
+	if err := b.daemon.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := probeOnce(p, timeout); err == nil || absent(err) || errors.Is(err, ErrRejected) {
+		t.Fatalf("stopped bus: %v, want a failure", err)
+	}
+	if err := b.daemon.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := probeOnce(p, 5*time.Second); err != nil {
+		t.Fatalf("continued bus: %v", err)
+	}
+	// Another pid: no socket there.
+	if _, err := probeOnce(DBusProber{Path: SocketPath(b.pattern, b.pid+1)}, timeout); !errors.Is(err, ErrNoSocket) {
 		t.Errorf("missing socket: %v, want ErrNoSocket", err)
 	}
 }
 
-// TestMonitorRealDaemon: the monitor over a real daemon reports once when
-// the daemon stays stopped for three probes, and not while it answers.
-func TestMonitorRealDaemon(t *testing.T) {
-	pattern, pid, proc := startBus(t)
+// TestDBusProberRejected: a bus that refuses EXTERNAL authentication is
+// alive: the probe says ErrRejected (off, never a restart), not a failure.
+func TestDBusProberRejected(t *testing.T) {
+	b := startBus(t, "ANONYMOUS")
+	_, err := probeOnce(b.prober(), 5*time.Second)
+	if !errors.Is(err, ErrRejected) {
+		t.Fatalf("got %v, want ErrRejected", err)
+	}
+}
+
+// TestMonitorRealBus: the monitor over a real bus is armed by the first
+// answer, and reports once when systemd stays stopped for three probes.
+func TestMonitorRealBus(t *testing.T) {
+	b := startBus(t, "EXTERNAL")
+	sd := b.startSystemd(t)
 	fired := make(chan string, 2)
 	m := NewMonitor(Options{
 		Config: Config{Interval: 100 * time.Millisecond, Timeout: 300 * time.Millisecond, Failures: 3, Grace: time.Minute},
-		Prober: DBusProber{Path: SocketPath(pattern, pid), Bus: true},
+		Prober: b.prober(),
 		OnUnresponsive: func(reason string, _ map[string]string) {
 			fired <- reason
 		},
@@ -142,11 +229,11 @@ func TestMonitorRealDaemon(t *testing.T) {
 	go func() { done <- m.Run(ctx) }()
 	select {
 	case r := <-fired:
-		t.Fatalf("reported while the daemon answers: %s", r)
+		t.Fatalf("reported while systemd answers: %s", r)
 	case <-time.After(time.Second):
 	}
 	stopped := time.Now()
-	if err := proc.Signal(syscall.SIGSTOP); err != nil {
+	if err := sd.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -162,33 +249,5 @@ func TestMonitorRealDaemon(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("Run did not return after its report")
-	}
-}
-
-// TestDBusProberErrorReplyIsAnAnswer: an error reply (here the bus
-// daemon's ServiceUnknown for a name nobody owns) proves the peer's main
-// loop runs: the probe counts it as an answer. Stopped, the peer does not
-// answer at all.
-func TestDBusProberErrorReplyIsAnAnswer(t *testing.T) {
-	pattern, pid, proc := startBus(t)
-	p := DBusProber{Path: SocketPath(pattern, pid), Bus: true, BusTarget: "org.example.Nobody"}
-	if d, err := probeOnce(p, 5*time.Second); err != nil {
-		t.Fatalf("error reply not taken as an answer: %v (after %s)", err, d)
-	}
-	if err := proc.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	if d, err := probeOnce(p, time.Second); err == nil || errors.Is(err, ErrRejected) || errors.Is(err, ErrNoSocket) {
-		t.Fatalf("stopped peer: %v after %s, want a plain failure", err, d)
-	}
-}
-
-// TestDBusProberRejected: a peer that refuses EXTERNAL authentication is
-// alive: the probe says ErrRejected (off, never a restart), not a failure.
-func TestDBusProberRejected(t *testing.T) {
-	pattern, pid, _ := startBusAuth(t, "ANONYMOUS")
-	_, err := probeOnce(DBusProber{Path: SocketPath(pattern, pid), Bus: true}, 5*time.Second)
-	if !errors.Is(err, ErrRejected) {
-		t.Fatalf("got %v, want ErrRejected", err)
 	}
 }
