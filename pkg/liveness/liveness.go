@@ -320,7 +320,7 @@ func (m *Monitor) Pause(on bool) {
 func (m *Monitor) Run(ctx context.Context) error {
 	cfg := m.o.Config
 	t := NewTracker(cfg, m.o.Now())
-	wasOff := false
+	loggedIdle, loggedRejected := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -350,16 +350,18 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.o.Log.Info("liveness probe armed: the partition's systemd answers",
 				zap.Duration("after", m.o.Now().Sub(t.start)))
 		}
-		off := (absent(err) && !t.Answered()) || errors.Is(err, ErrRejected)
-		if off && !wasOff {
-			if errors.Is(err, ErrRejected) {
-				m.o.Log.Warn("liveness probe off: the partition's bus refuses it", zap.Error(err))
-			} else {
-				m.o.Log.Info("liveness probe off: no systemd to ask in the partition", zap.Error(err))
-			}
+		// Each kind of "nothing to ask" is logged once per init.
+		idle := absent(err) && !t.Answered()
+		rejected := errors.Is(err, ErrRejected)
+		switch {
+		case idle && !loggedIdle:
+			loggedIdle = true
+			m.o.Log.Info("liveness probe idle: no systemd to ask in the partition (not systemd, or not up yet)", zap.Error(err))
+		case rejected && !loggedRejected:
+			loggedRejected = true
+			m.o.Log.Warn("liveness probe off: the partition's bus refuses it", zap.Error(err))
 		}
-		wasOff = off
-		if err != nil && !off {
+		if err != nil && !idle && !rejected {
 			m.o.Log.Debug("liveness probe failed", zap.Error(err), zap.Int("failures", t.Failures()+1))
 		}
 		if t.Observe(m.o.Now(), err) == Unresponsive {
