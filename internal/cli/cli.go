@@ -116,6 +116,9 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
+	for _, f := range cfg.Findings {
+		fmt.Fprintf(stderr, "warning: isolation: %s\n", f)
+	}
 	if len(cfg.Sources) == 0 {
 		fmt.Fprintln(stderr, "no configuration files found; built-in defaults")
 	} else {

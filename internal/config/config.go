@@ -33,6 +33,9 @@ type Config struct {
 	// Warnings are things the configuration asks for that qmd adjusted
 	// (clamped, skipped); they are logged at start.
 	Warnings []string `toml:"-"`
+	// Findings are the freedom-from-interference lint's findings (Lint),
+	// warnings unless [policy] strict = true.
+	Findings []Finding `toml:"-"`
 
 	// origin maps key paths to the file:line that set them, for errors
 	// found after loading (Prepare).
@@ -69,6 +72,9 @@ type Incidents struct {
 type Policy struct {
 	// DryRun detects and logs what would be done, and does nothing.
 	DryRun bool `toml:"dry_run"`
+	// Strict makes the freedom-from-interference findings (Lint) errors:
+	// qmd refuses to start and a reload is rejected.
+	Strict bool `toml:"strict"`
 	// Resync is the slow tick that repairs drift (oom_score_adj, limits).
 	Resync Duration `toml:"resync"`
 }
@@ -110,6 +116,20 @@ type Partition struct {
 	Pressure Pressure `toml:"pressure"`
 	IO       IO       `toml:"io"`
 	Disk     Disk     `toml:"disk"`
+	Liveness Liveness `toml:"liveness"`
+}
+
+// Liveness is the probe of the partition's systemd: asked every Interval
+// over the partition's system bus, Failures unanswered questions in a row (each
+// within Timeout) restart the partition. Nothing counts before the first
+// answer until BootGrace has passed; an init that is not systemd is not
+// probed.
+type Liveness struct {
+	Enable    bool     `toml:"enable"`
+	Interval  Duration `toml:"interval"`
+	Timeout   Duration `toml:"timeout"`
+	Failures  int      `toml:"failures"`
+	BootGrace Duration `toml:"boot_grace"`
 }
 
 // Security is the partition's LSM confinement: the SELinux label and the
@@ -281,6 +301,13 @@ func DefaultPartition(name string) Partition {
 			CPUQuota:       "50%",
 		},
 		IO: DefaultIO(),
+		Liveness: Liveness{
+			Enable:    true,
+			Interval:  Duration{10 * time.Second},
+			Timeout:   Duration{5 * time.Second},
+			Failures:  3,
+			BootGrace: Duration{2 * time.Minute},
+		},
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // KeyError is a configuration error that names the key and where it was set.
@@ -330,6 +331,22 @@ func (v *validator) partition(pre string, p *Partition) {
 		v.fail(pre+".pressure.floor", "must be a finite size or percentage")
 	}
 	v.validateIO(pre, p.IO, pr.Window.Duration)
+	v.liveness(pre+".liveness", p.Liveness)
+}
+
+func (v *validator) liveness(pre string, l Liveness) {
+	if l.Interval.Duration < time.Second {
+		v.fail(pre+".interval", "%s: at least 1s (each probe connects to the partition's systemd)", l.Interval.Duration)
+	}
+	if l.Timeout.Duration <= 0 || l.Timeout.Duration > l.Interval.Duration {
+		v.fail(pre+".timeout", "%s: must be positive and at most the interval %s", l.Timeout.Duration, l.Interval.Duration)
+	}
+	if l.Failures < 1 || l.Failures > 100 {
+		v.fail(pre+".failures", "%d: use 1..100 consecutive failures", l.Failures)
+	}
+	if l.BootGrace.Duration < 0 {
+		v.fail(pre+".boot_grace", "must not be negative")
+	}
 }
 
 func (v *validator) security(pre string, s Security) {

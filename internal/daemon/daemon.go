@@ -65,6 +65,12 @@ func LoadConfig(files []string) (*config.Config, error) {
 	if err := config.Prepare(cfg, config.OSHost{}); err != nil {
 		return nil, err
 	}
+	// The freedom-from-interference lint: warnings, or with [policy]
+	// strict = true an error that refuses the start or the reload.
+	cfg.Findings = config.Lint(cfg, config.OSLintHost())
+	if err := config.StrictError(cfg, cfg.Findings); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
 
@@ -93,6 +99,7 @@ func Run(ctx context.Context, opts Options) error {
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration adjusted to this host", zap.String("reason", w))
 	}
+	logFindings(log, cfg)
 
 	store := incident.Open(incident.Options{Path: cfg.Incidents.Path, MaxCount: cfg.Incidents.Max})
 	if bad, why := store.Degraded(); bad {
@@ -152,7 +159,9 @@ func Run(ctx context.Context, opts Options) error {
 	sopts := supervisor.Options{Runtime: rt, Sink: rec, Log: log, ProcWatch: procwatch.Watch, PodmanTimeout: cfg.Podman.Timeout.Duration,
 		Restore: func(name string) uint32 { return restoredRestarts(store, name) }}
 	if opts.Resources != nil {
-		sopts.Resources = opts.Resources(cfg, log, prot)
+		// The probe of the partition's systemd rides on the policy's
+		// life (liveness.go).
+		sopts.Resources = withLiveness(opts.Resources(cfg, log, prot), log, nil)
 	}
 	sup := supervisor.New(cfg, sopts)
 
@@ -169,6 +178,7 @@ func Run(ctx context.Context, opts Options) error {
 		for _, w := range next.Warnings {
 			log.Warn("configuration adjusted to this host", zap.String("reason", w))
 		}
+		logFindings(log, next)
 		if opts.LogLevel == "" && level.String() != next.Log.Level {
 			if err := level.UnmarshalText([]byte(next.Log.Level)); err == nil {
 				log.Info("log level changed", zap.String("level", next.Log.Level))
@@ -243,6 +253,15 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log.Info("qmd stopped")
 	return err
+}
+
+// logFindings logs each freedom-from-interference finding of a
+// configuration that was accepted (strict = false).
+func logFindings(log *zap.Logger, cfg *config.Config) {
+	for _, f := range cfg.Findings {
+		log.Warn("configuration weakens the partition's isolation", zap.String("key", f.Key),
+			zap.String("origin", f.Origin), zap.String("risk", f.Risk))
+	}
 }
 
 func startDBus(be *backend, cfg *config.Config, log *zap.Logger) (*dbusapi.Server, error) {

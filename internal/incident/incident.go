@@ -39,6 +39,9 @@ const (
 	Upgrade        Type = "upgrade"          // qmd started with another version than last time (a package upgrade)
 	IOThrottle     Type = "io-throttle"      // partition io limits lowered under ASIL io pressure, or restored
 	DiskBudget     Type = "disk-budget"      // the partition's disk budget: image created/grown/migrated, refused, unavailable, or a writer killed below the reserve
+	// SystemdUnresponsive: the partition's systemd stopped answering on its
+	// private socket; the partition is killed and restarted.
+	SystemdUnresponsive Type = "systemd-unresponsive"
 )
 
 // Incident is one recorded event. ID and Time are set by the store when

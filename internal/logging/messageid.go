@@ -31,6 +31,9 @@ var messageIDs = map[incident.Type]string{
 	incident.Upgrade:        "c5648e9bbf514cffb725af2a5a0d6625",
 	incident.IOThrottle:     "248b7715fbed470da9ab198fe04fa03d",
 	incident.DiskBudget:     "3ce0739d1da44f5f80810244a2de5018",
+
+	// The last rung of the reaction ladder (#9).
+	incident.SystemdUnresponsive: "d60fbc5ae8ab407bb6c3c6f2ddbace85",
 }
 
 // types lists the incident types in declaration order.
@@ -58,6 +61,7 @@ var types = []incident.Type{
 	incident.Upgrade,
 	incident.IOThrottle,
 	incident.DiskBudget,
+	incident.SystemdUnresponsive,
 }
 
 // MessageID returns the fixed journal MESSAGE_ID (32 lower-case hex

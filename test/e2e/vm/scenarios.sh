@@ -28,9 +28,9 @@ UINT64_MAX=18446744073709551615
 declare -A NAMES=(
 	[0]=vm-preflight [1]=boot [2]=oom-score-adj [3]=crash [4]=crash-loop
 	[5]=memory [6]=pressure [7]=qmd-restart [8]=access [9]=watchdog
-	[10]=under-load [11]=upgrade [12]=remove
+	[10]=under-load [11]=upgrade [12]=remove [13]=systemd-hung
 )
-ALL_SCENARIOS="0 1 2 3 4 5 6 7 8 9 10 11 12"
+ALL_SCENARIOS="0 1 2 3 4 5 6 7 8 9 10 11 13 12" # 12 (remove) last
 # Per-scenario time limits (seconds, inside the VM; the CPU is emulated).
 declare -A LIMITS=([0]=600 [3]=1200 [6]=600 [10]=1200)
 DEFAULT_LIMIT=420
@@ -877,6 +877,36 @@ s11() {
 	fi
 	[ "$n" = 2 ] || check_later "want exactly the upgrade and the adopt incident since the upgrade, got $n: $(cut -f2,3 <<<"$incs" | tr '\t' ' ' | paste -sd, -)"
 	info "after: package ${v1#* }, qmd $qv1 (MainPID $qpid1), container ${id1:0:12} init PID $pid1, NRestarts $nr1"
+}
+
+# 13: a hung systemd inside the partition (SIGSTOP of its PID 1: alive, not
+# answering): qmd's liveness probe (over the partition's system bus) records
+# systemd-unresponsive and kills and restarts the partition; its systemd comes
+# up again. Before that, the healthy partition was never reported.
+s13() {
+	need_qmd
+	need_running
+	wait_inner_up qm
+	local pid0 t0 took back
+	pid0=$(ctr qm .State.Pid)
+	wait_for 180 "qmd's liveness probe armed for the partition's init $pid0" sh -c \
+		"journalctl --no-pager -q -b -u qmd.service QMD_INIT_PID=$pid0 -o cat | grep -q 'liveness probe armed'"
+	if [ -n "$(journal_since boot -u qmd.service QMD_EVENT=systemd-unresponsive -o cat)" ]; then
+		fail "systemd-unresponsive recorded before the scenario stopped anything: $(journal_since boot -u qmd.service QMD_EVENT=systemd-unresponsive -o cat | tail -n 1)"
+	fi
+	# Whatever happens, the stopped init must not stay stopped.
+	trap 'kill -CONT '"$pid0"' 2>/dev/null || true' EXIT
+	t0=$(now_ns)
+	kill -STOP "$pid0"
+	wait_for 180 "incident systemd-unresponsive for init $pid0" sh -c \
+		"journalctl --no-pager -q -b -u qmd.service QMD_EVENT=systemd-unresponsive QMD_INIT_PID=$pid0 -o cat | grep -q ."
+	took=$(secs $(( $(now_ns) - t0 )))
+	wait_for 180 "partition qm running with a new init" ctr_running_new_pid qm "$pid0"
+	wait_inner_up qm
+	back=$(secs $(( $(now_ns) - t0 )))
+	[ "$(journal_since boot -u qmd.service QMD_EVENT=systemd-unresponsive -o cat | wc -l)" = 1 ] ||
+		fail "systemd-unresponsive recorded $(journal_since boot -u qmd.service QMD_EVENT=systemd-unresponsive -o cat | wc -l) times, want 1"
+	info "systemd-unresponsive ${took}s after SIGSTOP of the partition's systemd; its systemd running again ${back}s after it"
 }
 
 # 12: remove: `apt-get remove qmd` (not purge) stops qmd and leaves the
