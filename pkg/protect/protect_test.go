@@ -109,7 +109,13 @@ func TestUnitRestarted100Times(t *testing.T) {
 	if st.Arms < 3*(restarts+1) || st.Arms > 3*(restarts+1)+3 {
 		t.Errorf("%d arms, want %d", st.Arms, 3*(restarts+1))
 	}
-	// Idle: nothing happens, the loop sleeps.
+	// Idle: nothing happens, the loop sleeps (after the follow-up
+	// audits of the last come-back: settleDelays, at most 3 wake-ups).
+	var settled time.Duration
+	for _, d := range settleDelays {
+		settled += d
+	}
+	time.Sleep(settled + 100*time.Millisecond)
 	idle := h.p.Stats().Loops
 	time.Sleep(300 * time.Millisecond)
 	if n := h.p.Stats().Loops - idle; n != 0 {

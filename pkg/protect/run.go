@@ -78,6 +78,19 @@ func (p *Protector) Run(ctx context.Context) error {
 		}
 	}
 	schedule(now)
+	// A unit that came back (a new cgroup, or its triggers re-armed) is
+	// audited at once and again a little later: systemd creates the cgroup
+	// first and moves the unit's main process in after, so the first audit
+	// can find it empty. Children inherit the repaired score.
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
+	var settleLeft int
+	cameBack := func() {
+		p.au.audit(ctx)
+		settleLeft = len(settleDelays)
+		settle.Reset(settleDelays[0])
+	}
 	units := p.watchUnits(ctx)
 	for {
 		p.publishStatus()
@@ -88,7 +101,7 @@ func (p *Protector) Run(ctx context.Context) error {
 			p.loops.Add(1)
 			now := time.Now()
 			if p.unitChanged(ctx, name, now) {
-				p.au.audit(ctx)
+				cameBack()
 			}
 			schedule(now)
 		case req := <-p.reconf:
@@ -121,12 +134,23 @@ func (p *Protector) Run(ctx context.Context) error {
 			p.loops.Add(1)
 			if p.rearmDue(ctx, now) {
 				// A unit's triggers are back: its processes may be new.
-				p.au.audit(ctx)
+				cameBack()
 			}
 			schedule(now)
+		case <-settle.C:
+			p.loops.Add(1)
+			p.au.audit(ctx)
+			if settleLeft--; settleLeft > 0 {
+				settle.Reset(settleDelays[len(settleDelays)-settleLeft])
+			}
 		}
 	}
 }
+
+// settleDelays are the follow-up audits after a unit came back (from the
+// previous one): its processes are moved into the new cgroup after the
+// cgroup appears.
+var settleDelays = []time.Duration{200 * time.Millisecond, time.Second, 4 * time.Second}
 
 // watchUnits subscribes to systemd's unit changes when it can (nil
 // channel otherwise: units are followed on their triggers' ends and on the
