@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/containers/qmd/internal/hostinfo"
+	"github.com/containers/qmd/internal/mountinfo"
 )
 
 // Finding is one freedom-from-interference problem of a configuration: a
@@ -71,7 +71,7 @@ func OSLintHost() LintHost {
 			return p
 		},
 	}
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+	if b, err := os.ReadFile(mountinfo.Path); err == nil {
 		for devno, mnt := range ParseMountinfoDevices(b) {
 			addBlockDevice(h, devno, mnt)
 		}
@@ -116,38 +116,17 @@ func addBlockDevice(h LintHost, devno, mnt string) {
 // Major 0 (tmpfs, proc, overlay, ...) is left out.
 func ParseMountinfoDevices(b []byte) map[string]string {
 	out := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 || strings.HasPrefix(f[2], "0:") {
+	ms, _ := mountinfo.Parse(bytes.NewReader(b)) // a cut table: the mounts before the cut
+	for _, m := range ms {
+		if strings.HasPrefix(m.Devno, "0:") {
 			continue
 		}
-		if prev, ok := out[f[2]]; ok && prev == "/" {
+		if prev, ok := out[m.Devno]; ok && prev == "/" {
 			continue
 		}
-		out[f[2]] = unescapeMountinfo(f[4])
+		out[m.Devno] = m.MountPoint
 	}
 	return out
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of
-// mountinfo's path fields.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func blockDeviceNumber(p string) string {

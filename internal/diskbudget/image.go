@@ -14,7 +14,6 @@
 package diskbudget
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -23,11 +22,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/containers/qmd/internal/mountinfo"
 )
 
 // ImageSuffix names the image next to the directory it is mounted on:
@@ -508,50 +508,22 @@ func noDiscard(dev string) error {
 // mountSource returns the source of the topmost mount on dir, if any.
 func mountSource(dir string) (string, bool, error) {
 	dir = filepath.Clean(dir)
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open(mountinfo.Path)
 	if err != nil {
 		return "", false, fmt.Errorf("disk budget: %w", err)
 	}
 	defer f.Close()
-	src, found := "", false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint options [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || unescapeMount(fields[4]) != dir {
-			continue
-		}
-		for i := 6; i < len(fields)-2; i++ {
-			if fields[i] == "-" {
-				src, found = unescapeMount(fields[i+2]), true // the last one is on top
-				break
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
+	ms, err := mountinfo.Parse(f)
+	if err != nil {
 		return "", false, fmt.Errorf("disk budget: read mountinfo: %w", err)
 	}
-	return src, found, nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
+	src, found := "", false
+	for _, m := range ms {
+		if m.MountPoint == dir {
+			src, found = m.Source, true // the last one is on top
 		}
-		b.WriteByte(s[i])
 	}
-	return b.String()
+	return src, found, nil
 }
 
 // loopBacking returns the file behind a loop device (/dev/loop3), "" when

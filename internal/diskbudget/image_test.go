@@ -392,15 +392,6 @@ func TestImageRefusesForeignMount(t *testing.T) {
 	}
 }
 
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/var/q\040m`); got != "/var/q m" {
-		t.Errorf("got %q", got)
-	}
-	if got := unescapeMount(`/a\\b`); got != `/a\\b` {
-		t.Errorf("got %q", got)
-	}
-}
-
 // qmd killed in the middle of a migration leaves an uncommitted image,
 // still mounted on its temporary directory; the next start cleans both up
 // and migrates again, the data intact.
