@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -17,7 +18,7 @@ const systemBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus B
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
-  <auth>EXTERNAL</auth>
+  <auth>%s</auth>
   <listen>unix:path=%s</listen>
   <policy context="default">
     <allow user="*"/>
@@ -41,8 +42,22 @@ const systemBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus B
 
 // SystemBus is a private, system-bus-like dbus-daemon.
 type SystemBus struct {
-	Dir  string
-	Addr string // unix:path=...
+	Dir     string
+	Addr    string      // unix:path=...
+	Process *os.Process // the dbus-daemon (tests stop it with SIGSTOP)
+}
+
+// BusOptions are the less common settings of StartBus.
+type BusOptions struct {
+	// PolicyPath is included in the configuration; "" allows every
+	// call (see StartSystemBus).
+	PolicyPath string
+	// Socket is where the bus listens; "" is a socket in Dir. Its
+	// directory is created.
+	Socket string
+	// Auth is the only authentication mechanism the bus accepts;
+	// "" is EXTERNAL, as on a system bus.
+	Auth string
 }
 
 // StartSystemBus runs a dbus-daemon configured like a system bus that
@@ -51,6 +66,13 @@ type SystemBus struct {
 // call, to reach qmd's own authorization check. It is stopped at the end
 // of the test. The socket is reachable for other uids (setpriv tests).
 func StartSystemBus(t testing.TB, policyPath string) *SystemBus {
+	t.Helper()
+	return StartBus(t, BusOptions{PolicyPath: policyPath})
+}
+
+// StartBus is StartSystemBus with a chosen socket path and
+// authentication mechanism.
+func StartBus(t testing.TB, o BusOptions) *SystemBus {
 	t.Helper()
 	RequireBinaries(t, "dbus-daemon")
 	dir, err := os.MkdirTemp("", "qmd-dbus-")
@@ -62,12 +84,21 @@ func StartSystemBus(t testing.TB, policyPath string) *SystemBus {
 		t.Fatal(err)
 	}
 	extra := `<policy context="default"><allow own="*"/><allow send_type="method_call"/></policy>`
-	if policyPath != "" {
-		extra = fmt.Sprintf("<include>%s</include>", policyPath)
+	if o.PolicyPath != "" {
+		extra = fmt.Sprintf("<include>%s</include>", o.PolicyPath)
+	}
+	auth := o.Auth
+	if auth == "" {
+		auth = "EXTERNAL"
 	}
 	conf := filepath.Join(dir, "bus.conf")
-	sock := filepath.Join(dir, "bus")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(systemBusConfig, sock, extra)), 0o644); err != nil {
+	sock := o.Socket
+	if sock == "" {
+		sock = filepath.Join(dir, "bus")
+	} else if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(systemBusConfig, auth, sock, extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("dbus-daemon", "--config-file="+conf, "--nofork", "--print-address")
@@ -81,6 +112,7 @@ func StartSystemBus(t testing.TB, policyPath string) *SystemBus {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a test may have stopped it
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
@@ -100,5 +132,5 @@ func StartSystemBus(t testing.TB, policyPath string) *SystemBus {
 	case <-time.After(10 * time.Second):
 		t.Fatal("dbus-daemon did not start")
 	}
-	return &SystemBus{Dir: dir, Addr: "unix:path=" + sock}
+	return &SystemBus{Dir: dir, Addr: "unix:path=" + sock, Process: cmd.Process}
 }

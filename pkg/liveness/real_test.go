@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/containers/qmd/internal/testutil"
 )
 
 // The test binary doubles as a stand-in for the partition's systemd: with
@@ -42,27 +44,6 @@ func fakeSystemd(addr string) int {
 	select {}
 }
 
-const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>%s</auth>
-  <listen>unix:path=%s</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-</busconfig>
-`
-
 // partitionBus is a real dbus-daemon whose socket stands where the
 // partition's system bus is seen from the host,
 // <dir>/proc/<pid>/root/run/dbus/system_bus_socket.
@@ -77,38 +58,9 @@ func (b *partitionBus) prober() DBusProber { return DBusProber{Path: SocketPath(
 
 func startBus(t *testing.T, auth string) *partitionBus {
 	t.Helper()
-	if _, err := exec.LookPath("dbus-daemon"); err != nil {
-		t.Skip("dbus-daemon not installed (apt-get install dbus)")
-	}
-	dir := t.TempDir()
-	b := &partitionBus{pattern: filepath.Join(dir, "proc/%d/root/run/dbus/system_bus_socket"), pid: 4242}
+	b := &partitionBus{pattern: filepath.Join(t.TempDir(), "proc/%d/root/run/dbus/system_bus_socket"), pid: 4242}
 	b.sock = SocketPath(b.pattern, b.pid)
-	if err := os.MkdirAll(filepath.Dir(b.sock), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(busConfig, auth, b.sock)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("dbus-daemon", "--config-file="+conf, "--nofork")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	b.daemon = cmd.Process
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := os.Stat(b.sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dbus-daemon did not create %s", b.sock)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	b.daemon = testutil.StartBus(t, testutil.BusOptions{Socket: b.sock, Auth: auth}).Process
 	return b
 }
 
