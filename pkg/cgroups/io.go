@@ -18,6 +18,11 @@ type Device struct{ Major, Minor uint32 }
 
 func (d Device) String() string { return fmt.Sprintf("%d:%d", d.Major, d.Minor) }
 
+// less orders devices by major, then minor number.
+func (d Device) less(o Device) bool {
+	return d.Major < o.Major || (d.Major == o.Major && d.Minor < o.Minor)
+}
+
 // ParseDevice parses "MAJ:MIN".
 func ParseDevice(s string) (Device, error) {
 	a, b, ok := strings.Cut(s, ":")
@@ -60,25 +65,18 @@ type IOStat struct {
 // does not write stay Max.
 func ParseIOMax(file string, data []byte) ([]IOLimit, error) {
 	var out []IOLimit
-	for i, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		d, err := ParseDevice(f[0])
-		if err != nil {
-			return nil, perr(file, i+1, "%v", err)
-		}
+	err := eachDeviceLine(file, data, func(line int, d Device, kvs []string) error {
 		l := NoIOLimit(d)
-		for _, kv := range f[1:] {
+		for _, kv := range kvs {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok {
-				return nil, perr(file, i+1, "%q is not key=value", kv)
+				return perr(file, line, "%q is not key=value", kv)
 			}
 			n := Max
 			if v != "max" {
+				var err error
 				if n, err = strconv.ParseUint(v, 10, 64); err != nil {
-					return nil, perr(file, i+1, "%s: %q is not a number or max", k, v)
+					return perr(file, line, "%s: %q is not a number or max", k, v)
 				}
 			}
 			switch k {
@@ -93,6 +91,10 @@ func ParseIOMax(file string, data []byte) ([]IOLimit, error) {
 			}
 		}
 		out = append(out, l)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -101,17 +103,9 @@ func ParseIOMax(file string, data []byte) ([]IOLimit, error) {
 // dbytes=.. dios=..").
 func ParseIOStat(file string, data []byte) ([]IOStat, error) {
 	var out []IOStat
-	for i, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		d, err := ParseDevice(f[0])
-		if err != nil {
-			return nil, perr(file, i+1, "%v", err)
-		}
+	err := eachDeviceLine(file, data, func(_ int, d Device, kvs []string) error {
 		s := IOStat{Dev: d}
-		for _, kv := range f[1:] {
+		for _, kv := range kvs {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok {
 				continue // newer kernels may add other formats (cost.*)
@@ -132,8 +126,32 @@ func ParseIOStat(file string, data []byte) ([]IOStat, error) {
 			}
 		}
 		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// eachDeviceLine calls fn with the line number, the device and the
+// other fields of each non-empty "MAJ:MIN key=value..." line of a v2 io
+// file, stopping at the first error.
+func eachDeviceLine(file string, data []byte, fn func(line int, d Device, kvs []string) error) error {
+	for i, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		d, err := ParseDevice(f[0])
+		if err != nil {
+			return perr(file, i+1, "%v", err)
+		}
+		if err := fn(i+1, d, f[1:]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parseV1Devices parses a v1 blkio.throttle.*_device file: "8:0 1048576"
@@ -234,10 +252,7 @@ func (c *Cgroup) IOMax() ([]IOLimit, error) {
 	for _, l := range all {
 		out = append(out, *l)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i].Dev, out[j].Dev
-		return a.Major < b.Major || (a.Major == b.Major && a.Minor < b.Minor)
-	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Dev.less(out[j].Dev) })
 	return out, nil
 }
 
@@ -319,10 +334,7 @@ func (c *Cgroup) IOStat() ([]IOStat, error) {
 		n := ios[d]
 		out = append(out, IOStat{Dev: d, RBytes: v[0], WBytes: v[1], RIOs: n[0], WIOs: n[1]})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i].Dev, out[j].Dev
-		return a.Major < b.Major || (a.Major == b.Major && a.Minor < b.Minor)
-	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Dev.less(out[j].Dev) })
 	return out, nil
 }
 
@@ -368,15 +380,8 @@ func (c *Cgroup) IOWeight() (uint64, error) {
 func parseWeight(file string, data []byte) (uint64, error) {
 	for i, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		switch {
-		case len(f) == 1:
-			n, err := strconv.ParseUint(f[0], 10, 64)
-			if err != nil {
-				return 0, perr(file, i+1, "%q is not a weight", line)
-			}
-			return n, nil
-		case len(f) == 2 && f[0] == "default":
-			n, err := strconv.ParseUint(f[1], 10, 64)
+		if len(f) == 1 || (len(f) == 2 && f[0] == "default") {
+			n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
 			if err != nil {
 				return 0, perr(file, i+1, "%q is not a weight", line)
 			}
