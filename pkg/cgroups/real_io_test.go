@@ -79,6 +79,43 @@ func ioDDDirect(t *testing.T, cg *Cgroup, node string, mb int) float64 {
 	return float64(mb<<20) / el.Seconds()
 }
 
+// ioCheckLimited writes 6 MiB with O_DIRECT to node under limit l (set
+// on cg): the writer gets at most 1.5 times l.WBps (about 3 s at 2 MiB/s;
+// the throttle lets a short burst through at the start of a slice), and
+// the cgroup's IO stat counts at least the 6 MiB on l.Dev.
+func ioCheckLimited(t *testing.T, cg *Cgroup, node string, l IOLimit) {
+	t.Helper()
+	limited := ioDDDirect(t, cg, node, 6)
+	t.Logf("wbps=%d: O_DIRECT writer got %.2f MiB/s", l.WBps, limited/(1<<20))
+	if limited > 1.5*float64(l.WBps) {
+		t.Errorf("wbps %d not enforced: %.0f B/s", l.WBps, limited)
+	}
+	st, err := cg.IOStat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wrote uint64
+	for _, s := range st {
+		if s.Dev == l.Dev {
+			wrote = s.WBytes
+		}
+	}
+	if wrote < 6<<20 {
+		t.Errorf("io stat counted %d bytes written to %s, want >= 6 MiB: %+v", wrote, l.Dev, st)
+	}
+}
+
+// ioCheckFree writes 32 MiB after the limit l was lifted: the writer
+// must get well over l.WBps, or the limited measurement proves nothing.
+func ioCheckFree(t *testing.T, cg *Cgroup, node string, l IOLimit) {
+	t.Helper()
+	free := ioDDDirect(t, cg, node, 32)
+	t.Logf("no limit: O_DIRECT writer got %.2f MiB/s", free/(1<<20))
+	if free < 3*float64(l.WBps) {
+		t.Errorf("without a limit the writer got only %.0f B/s: the measurement above proves nothing", free)
+	}
+}
+
 // TestRealV1IOLimits runs on this host's cgroup v1 blkio hierarchy with a
 // real loop device: the weight (blkio.bfq.weight) and every throttle are
 // written and read back, and a write_bps limit measurably limits an
@@ -113,26 +150,7 @@ func TestRealV1IOLimits(t *testing.T) {
 		t.Fatalf("read back %+v (%v), want %+v", got, err, want)
 	}
 
-	// 6 MiB at 2 MiB/s: about 3 s. The throttle lets a short burst
-	// through at the start of a slice, so allow 50 % over the limit.
-	limited := ioDDDirect(t, cg, node, 6)
-	t.Logf("write_bps=2M: O_DIRECT writer got %.2f MiB/s", limited/(1<<20))
-	if limited > 1.5*float64(want.WBps) {
-		t.Errorf("write_bps %d not enforced: %.0f B/s", want.WBps, limited)
-	}
-	st, err := cg.IOStat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wrote uint64
-	for _, s := range st {
-		if s.Dev == dev {
-			wrote = s.WBytes
-		}
-	}
-	if wrote < 6<<20 {
-		t.Errorf("io stat counted %d bytes written to %s, want >= 6 MiB: %+v", wrote, dev, st)
-	}
+	ioCheckLimited(t, cg, node, want)
 
 	// Lifted (Max -> 0 in the v1 files): the same writer is much faster.
 	if err := cg.SetIOMax(NoIOLimit(dev)); err != nil {
@@ -141,11 +159,7 @@ func TestRealV1IOLimits(t *testing.T) {
 	if got, err := cg.IOMaxOf(dev); err != nil || got != NoIOLimit(dev) {
 		t.Fatalf("after lifting: %+v %v", got, err)
 	}
-	free := ioDDDirect(t, cg, node, 32)
-	t.Logf("no limit: O_DIRECT writer got %.2f MiB/s", free/(1<<20))
-	if free < 3*float64(want.WBps) {
-		t.Errorf("without a limit the writer got only %.0f B/s: the measurement above proves nothing", free)
-	}
+	ioCheckFree(t, cg, node, want)
 }
 
 // ioTestDevice is the block device of the v2 test: QMD_IO_TEST_DEV (the
@@ -210,33 +224,12 @@ func TestRealV2IOLimits(t *testing.T) {
 	if got, err := cg.IOMaxOf(dev); err != nil || got != want {
 		t.Fatalf("io.max read back %+v (%v), want %+v", got, err, want)
 	}
-	limited := ioDDDirect(t, cg, node, 6)
-	t.Logf("io.max wbps=2M: O_DIRECT writer got %.2f MiB/s", limited/(1<<20))
-	if limited > 1.5*float64(want.WBps) {
-		t.Errorf("wbps %d not enforced: %.0f B/s", want.WBps, limited)
-	}
-	st, err := cg.IOStat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wrote uint64
-	for _, s := range st {
-		if s.Dev == dev {
-			wrote = s.WBytes
-		}
-	}
-	if wrote < 6<<20 {
-		t.Errorf("io.stat counted %d bytes written to %s: %+v", wrote, dev, st)
-	}
+	ioCheckLimited(t, cg, node, want)
 	if err := cg.SetIOMax(NoIOLimit(dev)); err != nil {
 		t.Fatal(err)
 	}
 	if ls, err := cg.IOMax(); err != nil || len(ls) != 0 {
 		t.Errorf("io.max after lifting: %+v %v (the kernel drops an all-max line)", ls, err)
 	}
-	free := ioDDDirect(t, cg, node, 32)
-	t.Logf("no limit: O_DIRECT writer got %.2f MiB/s", free/(1<<20))
-	if free < 3*float64(want.WBps) {
-		t.Errorf("without a limit the writer got only %.0f B/s: the measurement above proves nothing", free)
-	}
+	ioCheckFree(t, cg, node, want)
 }
