@@ -50,27 +50,17 @@ func (c *Controller) newTrigSet(ctx context.Context) *cgroups.PSISet {
 	return s
 }
 
-// notePSI logs what the trigger set did.
+// notePSI logs what the trigger set did; an end is a warning (the
+// partition's own cgroup went away).
 func (c *Controller) notePSI(n cgroups.PSINote) {
-	name := n.Watch.Name
+	if cgroups.LogPSINote(c.log, n) {
+		return
+	}
 	switch n.Kind {
-	case cgroups.PSIUnavailable:
-		c.log.Info("pressure trigger not available; retrying with backoff", zap.String("trigger", name), zap.Error(n.Err))
-	case cgroups.PSIStillUnavailable:
-		c.log.Debug("pressure trigger still not available", zap.String("trigger", name), zap.Error(n.Err))
-	case cgroups.PSIRearmed:
-		c.log.Info("pressure trigger re-armed", zap.String("trigger", name), zap.String("file", n.Path))
 	case cgroups.PSIEnded:
 		c.log.Warn("pressure trigger ended (the watched cgroup or file went away); re-arming when it is back",
-			zap.String("trigger", name), zap.String("file", n.Path), zap.Error(n.Err))
+			zap.String("trigger", n.Watch.Name), zap.String("file", n.Path), zap.Error(n.Err))
 	case cgroups.PSIFallback:
 		c.log.Warn("pressure trigger window adjusted", zap.String("file", n.Path), zap.String("reason", n.Reason))
-	case cgroups.PSISpurious:
-		reg := n.Watch.Registered()
-		fired, spurious := n.Watch.Counts()
-		c.log.Debug("spurious pressure trigger wake-up: the stall total did not grow by the threshold",
-			zap.String("trigger", name), zap.Uint64("growth_us", n.Growth),
-			zap.Duration("threshold", reg.Threshold), zap.Duration("window", reg.Window),
-			zap.Uint64("spurious", spurious), zap.Uint64("fired", fired), zap.Error(n.Err))
 	}
 }

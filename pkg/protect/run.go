@@ -264,30 +264,19 @@ func (p *Protector) threshold(k Kind) time.Duration {
 // unprivileged window fallback once for the protector (every trigger
 // falls back alike); spurious wake-ups at debug level.
 func (p *Protector) note(n cgroups.PSINote) {
-	name := n.Watch.Name
+	if cgroups.LogPSINote(p.log, n) {
+		return
+	}
 	switch n.Kind {
-	case cgroups.PSIUnavailable:
-		p.log.Info("pressure trigger not available; retrying with backoff", zap.String("trigger", name), zap.Error(n.Err))
-	case cgroups.PSIStillUnavailable:
-		p.log.Debug("pressure trigger still not available", zap.String("trigger", name), zap.Error(n.Err))
-	case cgroups.PSIRearmed:
-		p.log.Info("pressure trigger re-armed", zap.String("trigger", name), zap.String("file", n.Path))
 	case cgroups.PSIEnded:
 		p.log.Info("pressure trigger ended (the watched cgroup went away: unit stopped or restarting); re-arming when it is back",
-			zap.String("trigger", name), zap.String("file", n.Path), zap.Error(n.Err))
+			zap.String("trigger", n.Watch.Name), zap.String("file", n.Path), zap.Error(n.Err))
 	case cgroups.PSIFallback:
 		log := p.log.Debug
 		if !p.fallbackWarned {
 			p.fallbackWarned, log = true, p.log.Warn
 		}
 		log("pressure trigger window adjusted", zap.String("file", n.Path), zap.String("reason", n.Reason))
-	case cgroups.PSISpurious:
-		reg := n.Watch.Registered()
-		fired, spurious := n.Watch.Counts()
-		p.log.Debug("spurious pressure trigger wake-up: the stall total did not grow by the threshold",
-			zap.String("trigger", name), zap.Uint64("growth_us", n.Growth),
-			zap.Duration("threshold", reg.Threshold), zap.Duration("window", reg.Window),
-			zap.Uint64("spurious", spurious), zap.Uint64("fired", fired), zap.Error(n.Err))
 	}
 }
 
