@@ -204,22 +204,11 @@ func TestRealASILIOPressureChain(t *testing.T) {
 	c := res.(*Controller)
 	start := time.Now()
 	runController(t, c)
-	deadline := time.After(30 * time.Second)
-	for r.Count(incident.IOThrottle) == 0 {
-		select {
-		case <-r.changed:
-		case <-time.After(100 * time.Millisecond):
-		case <-deadline:
-			b, _ := os.ReadFile(filepath.Join(asil, "io.pressure"))
-			t.Fatalf("no io-throttle within 30 s; ASIL io.pressure:\n%s\nwake-ups %d, spurious %d; logs: %v",
-				b, prot.Stats().Wakeups, prot.Stats().Spurious, logs.All())
-		}
-	}
+	waitIOThrottle(t, r, prot, asil, logs)
 	took := time.Since(start)
 	got := read(t, filepath.Join(x.blkio, "blkio.throttle.write_bps_device"))
-	b, _ := os.ReadFile(filepath.Join(asil, "io.pressure"))
 	t.Logf("io-throttle %.1f s after start (wake-ups %d, spurious %d): write_bps %q; ASIL io.pressure %s",
-		took.Seconds(), prot.Stats().Wakeups, prot.Stats().Spurious, got, strings.SplitN(string(b), "\n", 2)[0])
+		took.Seconds(), prot.Stats().Wakeups, prot.Stats().Spurious, got, firstLine(asil, "io.pressure"))
 	f := strings.Fields(got)
 	if len(f) != 2 || f[0] != x.dev {
 		t.Fatalf("write_bps %q", got)
@@ -320,6 +309,21 @@ func TestRealV2ASILIOPressureChain(t *testing.T) {
 	}
 	start := time.Now()
 	runController(t, c)
+	waitIOThrottle(t, r, prot, asil, logs)
+	got := read(t, filepath.Join(part, "io.max"))
+	t.Logf("io-throttle %.1f s after start (wake-ups %d, spurious %d): io.max %q; ASIL io.pressure %s",
+		time.Since(start).Seconds(), prot.Stats().Wakeups, prot.Stats().Spurious, got, firstLine(asil, "io.pressure"))
+	var wbps uint64
+	if _, err := fmt.Sscanf(got, dev+" rbps=max wbps=%d riops=max wiops=max", &wbps); err != nil || wbps >= 64<<20 || wbps < 1<<20 {
+		t.Errorf("io.max %q: want wbps one step below the configured 64M, not below the 1M floor", got)
+	}
+}
+
+// waitIOThrottle waits up to 30 s for the controller's io-throttle
+// incident; without it the test fails with the ASIL cgroup's io.pressure,
+// the protector's wake-up counts and the logs.
+func waitIOThrottle(t *testing.T, r *recorder, prot *protect.Protector, asil string, logs *observer.ObservedLogs) {
+	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for r.Count(incident.IOThrottle) == 0 {
 		select {
@@ -331,14 +335,12 @@ func TestRealV2ASILIOPressureChain(t *testing.T) {
 				b, prot.Stats().Wakeups, prot.Stats().Spurious, logs.All())
 		}
 	}
-	got := read(t, filepath.Join(part, "io.max"))
-	b, _ := os.ReadFile(filepath.Join(asil, "io.pressure"))
-	t.Logf("io-throttle %.1f s after start (wake-ups %d, spurious %d): io.max %q; ASIL io.pressure %s",
-		time.Since(start).Seconds(), prot.Stats().Wakeups, prot.Stats().Spurious, got, strings.SplitN(string(b), "\n", 2)[0])
-	var wbps uint64
-	if _, err := fmt.Sscanf(got, dev+" rbps=max wbps=%d riops=max wiops=max", &wbps); err != nil || wbps >= 64<<20 || wbps < 1<<20 {
-		t.Errorf("io.max %q: want wbps one step below the configured 64M, not below the 1M floor", got)
-	}
+}
+
+// firstLine is the first line of dir/name ("" when unreadable), for logs.
+func firstLine(dir, name string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, name))
+	return strings.SplitN(string(b), "\n", 2)[0]
 }
 
 // ioRealProtector runs the real host-level protector (pkg/protect) on the
