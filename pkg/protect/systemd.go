@@ -107,8 +107,11 @@ const (
 	unitIface      = "org.freedesktop.systemd1.Unit"
 )
 
-func dialSystemBus() (*godbus.Conn, error) {
-	c, err := godbus.SystemBusPrivate()
+func dialSystemBus() (*godbus.Conn, error) { return authHello(godbus.SystemBusPrivate()) }
+
+// authHello authenticates and says hello on a private connection just
+// dialled (godbus's private connections do neither), closing it on error.
+func authHello(c *godbus.Conn, err error) (*godbus.Conn, error) {
 	if err != nil {
 		return nil, err
 	}

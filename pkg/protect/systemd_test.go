@@ -69,14 +69,8 @@ func (e godbusErr) Error() string { return string(e) }
 
 func dialBus(t *testing.T, addr string) *godbus.Conn {
 	t.Helper()
-	c, err := godbus.Dial(addr)
+	c, err := authHello(godbus.Dial(addr))
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Auth(nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Hello(); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -112,21 +106,7 @@ func TestSystemdConnOnABus(t *testing.T) {
 	testutil.RequireRoot(t)
 	fake, addr := startBusSystemd(t, map[string]string{
 		"brakes.service": "/asil.slice/brakes.service", "abs.scope": "/asil.slice/abs.scope", "stopped.service": ""})
-	dial := func() (*godbus.Conn, error) {
-		c, err := godbus.Dial(addr)
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Auth(nil); err != nil {
-			_ = c.Close()
-			return nil, err
-		}
-		if err := c.Hello(); err != nil {
-			_ = c.Close()
-			return nil, err
-		}
-		return c, nil
-	}
+	dial := func() (*godbus.Conn, error) { return authHello(godbus.Dial(addr)) }
 	conn, err := sddbus.NewConnection(dial)
 	if err != nil {
 		t.Fatal(err)
