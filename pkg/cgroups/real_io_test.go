@@ -10,41 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/containers/qmd/internal/testutil"
 )
-
-// ioRealLoop attaches a loop device to a sparse file of size bytes and
-// returns its node and device number; it is detached at cleanup.
-func ioRealLoop(t *testing.T, size int64) (string, Device) {
-	t.Helper()
-	testutil.RequireBinaries(t, "losetup", "dd")
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	node := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", node).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", node, err, out)
-		}
-	})
-	var st unix.Stat_t
-	if err := unix.Stat(node, &st); err != nil {
-		t.Fatal(err)
-	}
-	return node, Device{unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))}
-}
 
 // realV1Blkio is realV1 plus the cgroup in the blkio hierarchy.
 func realV1Blkio(t *testing.T) *Cgroup {
@@ -124,7 +91,9 @@ func ioCheckFree(t *testing.T, cg *Cgroup, node string, l IOLimit) {
 // "not supported" error instead.
 func TestRealV1IOLimits(t *testing.T) {
 	cg := realV1Blkio(t)
-	node, dev := ioRealLoop(t, 64<<20)
+	testutil.RequireBinaries(t, "dd")
+	node, ma, mi := testutil.LoopDevice(t, 64<<20, false)
+	dev := Device{ma, mi}
 
 	if err := cg.SetIOWeight(50); errors.Is(err, ErrUnsupported) {
 		t.Logf("no blkio weight file on this kernel (no BFQ/CFQ): %v", err)
@@ -166,15 +135,8 @@ func TestRealV1IOLimits(t *testing.T) {
 // e2e or a throwaway VM's spare disk) or a fresh loop device.
 func ioTestDevice(t *testing.T) (string, Device) {
 	t.Helper()
-	node := os.Getenv("QMD_IO_TEST_DEV")
-	if node == "" {
-		return ioRealLoop(t, 64<<20)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(node, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		t.Fatalf("QMD_IO_TEST_DEV=%s is not a block device: %v", node, err)
-	}
-	return node, Device{unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))}
+	node, ma, mi := testutil.IOTestDevice(t, 64<<20, false)
+	return node, Device{ma, mi}
 }
 
 // TestRealV2IOLimits runs where the root hierarchy is cgroup v2 with the io

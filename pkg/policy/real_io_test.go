@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-	"golang.org/x/sys/unix"
 
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/internal/testutil"
@@ -50,24 +49,8 @@ func newIORealPartition(t *testing.T) *ioRealPartition {
 	if err != nil || hier.Version != cgroups.V1 {
 		t.Skipf("hierarchy %v %v", hier, err)
 	}
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "--find", "--show", "--direct-io=on", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	node := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", node).Run() })
-	var st unix.Stat_t
-	if err := unix.Stat(node, &st); err != nil {
-		t.Fatal(err)
-	}
-	dev := fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)))
+	node, ma, mi := testutil.LoopDevice(t, 64<<20, true)
+	dev := fmt.Sprintf("%d:%d", ma, mi)
 
 	id := randomID(t)
 	name := "/libpod-" + id
@@ -243,28 +226,8 @@ func TestRealV2ASILIOPressureChain(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(hier.Root, "cgroup.subtree_control"), []byte("+io"), 0); err != nil {
 		t.Fatal(err)
 	}
-	node := os.Getenv("QMD_IO_TEST_DEV")
-	if node == "" {
-		testutil.RequireBinaries(t, "losetup")
-		img := filepath.Join(t.TempDir(), "disk.img")
-		if err := os.WriteFile(img, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(img, 64<<20); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command("losetup", "--find", "--show", "--direct-io=on", img).CombinedOutput()
-		if err != nil {
-			t.Fatalf("losetup: %v: %s", err, out)
-		}
-		node = strings.TrimSpace(string(out))
-		t.Cleanup(func() { _ = exec.Command("losetup", "-d", node).Run() })
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(node, &st); err != nil {
-		t.Fatal(err)
-	}
-	dev := fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)))
+	node, ma, mi := testutil.IOTestDevice(t, 64<<20, true)
+	dev := fmt.Sprintf("%d:%d", ma, mi)
 	id := randomID(t)
 	part := filepath.Join(hier.Root, "libpod-"+id)
 	asil := filepath.Join(hier.Root, id+"-asil")
