@@ -227,16 +227,9 @@ func (c *Controller) onIOPressure(at time.Time) {
 	var done []string
 	for _, l := range changed {
 		c.log.Info("ASIL io pressure: lowering the partition's io limits", zap.String("io_max", l.String()))
-		if !c.h.DryRun {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := c.setter.SetIOMax(ctx, l)
-			cancel()
-			if err != nil {
-				c.log.Warn("io throttle failed", zap.String("device", l.Dev.String()), zap.Error(err))
-				continue
-			}
+		if c.applyIOStep(l, "io throttle failed") {
+			done = append(done, l.String())
 		}
-		done = append(done, l.String())
 	}
 	if len(done) == 0 {
 		return
@@ -246,6 +239,22 @@ func (c *Controller) onIOPressure(at time.Time) {
 	}
 	c.record(incident.IOThrottle, "ASIL io pressure: partition io limited to "+ioSummary(changed),
 		map[string]string{"io_max": strings.Join(done, "; "), "action": "lower", "at": at.Format(time.RFC3339Nano)})
+}
+
+// applyIOStep writes one device's limits of a reaction step (nothing in
+// dry-run mode); a failure is logged with failMsg and reported false.
+func (c *Controller) applyIOStep(l cgroups.IOLimit, failMsg string) bool {
+	if c.h.DryRun {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := c.setter.SetIOMax(ctx, l)
+	cancel()
+	if err != nil {
+		c.log.Warn(failMsg, zap.String("device", l.Dev.String()), zap.Error(err))
+		return false
+	}
+	return true
 }
 
 // ioQuiet restores one step once IO pressure has been absent for
@@ -261,16 +270,9 @@ func (c *Controller) ioQuiet(now time.Time) (stillThrottled bool) {
 	}
 	var done []string
 	for _, l := range changed {
-		if !c.h.DryRun {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := c.setter.SetIOMax(ctx, l)
-			cancel()
-			if err != nil {
-				c.log.Warn("restoring io limits failed", zap.String("device", l.Dev.String()), zap.Error(err))
-				continue
-			}
+		if c.applyIOStep(l, "restoring io limits failed") {
+			done = append(done, l.String())
 		}
-		done = append(done, l.String())
 	}
 	if !still && !c.h.DryRun {
 		c.hooks.Condition(supervisor.IOLimited, false, "ASIL io pressure gone")
