@@ -12,7 +12,7 @@ import (
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
-	"github.com/containers/qmd/pkg/cgroups"
+	"github.com/containers/qmd/pkg/cgroups/psitest"
 	"github.com/containers/qmd/pkg/protect"
 	"github.com/containers/qmd/pkg/supervisor"
 )
@@ -20,70 +20,6 @@ import (
 // psiText is a pressure file with the given some and full totals (µs).
 func psiText(some, full uint64) string {
 	return fmt.Sprintf("some avg10=0.00 avg60=0.00 avg300=0.00 total=%d\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=%d\n", some, full)
-}
-
-// fakeSource is a PSI trigger driven by the test: fire delivers a
-// firing, end closes it as the kernel's POLLERR would.
-type fakeSource struct {
-	spec cgroups.PSITriggerSpec
-	ch   chan time.Time
-}
-
-func (f *fakeSource) C() <-chan time.Time { return f.ch }
-func (f *fakeSource) Registration() cgroups.PSIRegistration {
-	return cgroups.PSIRegistration{Spec: f.spec}
-}
-func (f *fakeSource) Err() error   { return cgroups.ErrGone }
-func (f *fakeSource) Close() error { return nil }
-
-// fakeTriggers opens fakeSources for pressure files that exist.
-type fakeTriggers struct {
-	mu      sync.Mutex
-	sources map[string][]*fakeSource
-	opened  chan string
-}
-
-func newFakeTriggers() *fakeTriggers {
-	return &fakeTriggers{sources: map[string][]*fakeSource{}, opened: make(chan string, 100)}
-}
-
-func (f *fakeTriggers) open(spec cgroups.PSITriggerSpec) (psiSource, error) {
-	if _, err := os.Stat(spec.Path); err != nil {
-		return nil, fmt.Errorf("open %s: %w", spec.Path, cgroups.ErrUnsupported)
-	}
-	s := &fakeSource{spec: spec, ch: make(chan time.Time)}
-	f.mu.Lock()
-	f.sources[spec.Path] = append(f.sources[spec.Path], s)
-	f.mu.Unlock()
-	f.opened <- spec.Path
-	return s, nil
-}
-
-// latest is the newest source opened on path.
-func (f *fakeTriggers) latest(t *testing.T, path string) *fakeSource {
-	t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ss := f.sources[path]
-	if len(ss) == 0 {
-		t.Fatalf("no trigger on %s", path)
-	}
-	return ss[len(ss)-1]
-}
-
-func (f *fakeTriggers) waitOpened(t *testing.T, path string) {
-	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case p := <-f.opened:
-			if p == path {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no trigger registered on %s", path)
-		}
-	}
 }
 
 // eventually polls cond (for effects of the Run loop, which runs on its
@@ -184,16 +120,16 @@ func TestSpuriousStallWindowsDoNotCount(t *testing.T) {
 	write(t, root, map[string]string{"libpod-0123abcd/memory.pressure": psiText(0, 0)})
 	r := newRecorder()
 	c := newController(t, h, partitionConfig(), r)
-	ft := newFakeTriggers()
-	c.openTrigger = ft.open
+	ft := psitest.NewTriggers()
+	c.openTrigger = ft.Open
 	runController(t, c)
-	ft.waitOpened(t, pp)
-	src := ft.latest(t, pp)
+	ft.WaitOpened(t, pp)
+	src := ft.Latest(t, pp)
 	t0 := time.Now()
 	for i := 1; i <= 5; i++ {
 		// full grows 1 ms a window: far below stall_threshold (800 ms).
 		write(t, root, map[string]string{"libpod-0123abcd/memory.pressure": psiText(uint64(i)*2000, uint64(i)*1000)})
-		src.ch <- t0.Add(time.Duration(i) * time.Second)
+		src.Fire(t0.Add(time.Duration(i) * time.Second))
 	}
 	eventually(t, "five spurious stall wake-ups", func() bool { return c.SpuriousWakeups() == 5 })
 	r.mu.Lock()

@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/containers/qmd/pkg/cgroups"
+	"github.com/containers/qmd/pkg/cgroups/psitest"
 )
 
 // psiText is a pressure file with the given some total (µs).
@@ -42,69 +42,6 @@ func pressureFiles(cg string, some uint64) map[string]string {
 		m[filepath.Join(cg, k.file())] = psiText(some)
 	}
 	return m
-}
-
-// fakeSource is a PSI trigger driven by the test: fire delivers a firing,
-// end closes it as the kernel's POLLERR would.
-type fakeSource struct {
-	spec   cgroups.PSITriggerSpec
-	ch     chan time.Time
-	once   sync.Once
-	mu     sync.Mutex
-	closed bool
-}
-
-func (f *fakeSource) C() <-chan time.Time { return f.ch }
-func (f *fakeSource) Registration() cgroups.PSIRegistration {
-	return cgroups.PSIRegistration{Spec: f.spec}
-}
-func (f *fakeSource) Err() error { return cgroups.ErrGone }
-func (f *fakeSource) Close() error {
-	f.mu.Lock()
-	f.closed = true
-	f.mu.Unlock()
-	return nil
-}
-func (f *fakeSource) isClosed() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.closed }
-func (f *fakeSource) end()           { f.once.Do(func() { close(f.ch) }) }
-
-// fakeTriggers opens fakeSources for pressure files that exist.
-type fakeTriggers struct {
-	mu      sync.Mutex
-	sources map[string][]*fakeSource
-	opens   int
-}
-
-func newFakeTriggers() *fakeTriggers { return &fakeTriggers{sources: map[string][]*fakeSource{}} }
-
-func (f *fakeTriggers) open(spec cgroups.PSITriggerSpec) (Source, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.opens++
-	if _, err := os.Stat(spec.Path); err != nil {
-		return nil, fmt.Errorf("open %s: %w", spec.Path, cgroups.ErrUnsupported)
-	}
-	s := &fakeSource{spec: spec, ch: make(chan time.Time)}
-	f.sources[spec.Path] = append(f.sources[spec.Path], s)
-	return s, nil
-}
-
-// count is how many sources were opened on path.
-func (f *fakeTriggers) count(path string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.sources[path])
-}
-
-func (f *fakeTriggers) latest(t *testing.T, path string) *fakeSource {
-	t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ss := f.sources[path]
-	if len(ss) == 0 {
-		t.Fatalf("no trigger on %s", path)
-	}
-	return ss[len(ss)-1]
 }
 
 // fakeSystemd resolves units from a map and records property changes.
@@ -167,7 +104,7 @@ func testConfig(entries ...Entry) Config {
 
 type harness struct {
 	p    *Protector
-	ft   *fakeTriggers
+	ft   *psitest.Triggers
 	sd   *fakeSystemd
 	root string
 	logs *observer.ObservedLogs
@@ -197,9 +134,9 @@ func start(t *testing.T, root string, sd *fakeSystemd, cfg Config, tweak func(*O
 func startWith(t *testing.T, root string, sd *fakeSystemd, events chan string, cfg Config, tweak func(*Options)) *harness {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	h := &harness{ft: newFakeTriggers(), sd: sd, root: root, logs: logs}
+	h := &harness{ft: psitest.NewTriggers(), sd: sd, root: root, logs: logs}
 	o := Options{CgroupRoot: root, ProcRoot: filepath.Join(root, "no-proc"), Log: zap.New(core),
-		OpenTrigger: h.ft.open, RearmMin: time.Millisecond,
+		OpenTrigger: h.ft.Open, RearmMin: time.Millisecond,
 		Incident: func(i Incident) { h.mu.Lock(); h.incs = append(h.incs, i); h.mu.Unlock() }}
 	if sd != nil {
 		o.Systemd = sd
@@ -235,7 +172,7 @@ func (h *harness) waitArmed(t *testing.T, cg string, n int) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%d arms on %s", n, cg), func() bool {
 		for _, k := range []Kind{Memory, CPU, IO} {
-			if h.ft.count(h.file(cg, k)) < n {
+			if h.ft.Count(h.file(cg, k)) < n {
 				return false
 			}
 		}

@@ -24,7 +24,7 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 	sigs, cancel := h.p.Subscribe()
 	defer cancel()
 	h.waitArmed(t, cg, 1)
-	if h.ft.count(filepath.Join(root, "system.slice/brakes.service", "memory.pressure")) != 0 {
+	if h.ft.Count(filepath.Join(root, "system.slice/brakes.service", "memory.pressure")) != 0 {
 		t.Error("guessed /system.slice")
 	}
 	eventually(t, "status", func() bool {
@@ -34,7 +34,7 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 
 	// A wake-up with 1.4 ms behind it: spurious (threshold 100 ms).
 	write(t, root, map[string]string{filepath.Join(cg, "cpu.pressure"): psiText(1000 + 1400)})
-	h.ft.latest(t, h.file(cg, CPU)).ch <- time.Now()
+	h.ft.Latest(t, h.file(cg, CPU)).Fire(time.Now())
 	eventually(t, "spurious counted", func() bool { return h.p.Stats().Spurious == 1 })
 	noSignal(t, sigs)
 	if h.logs.FilterMessage("spurious pressure trigger wake-up: the stall total did not grow by the threshold").Len() != 1 {
@@ -44,14 +44,14 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 	// 300 ms of memory stall: confirmed.
 	write(t, root, map[string]string{filepath.Join(cg, "memory.pressure"): psiText(1000 + 300000)})
 	at := time.Now().Add(3 * time.Second)
-	h.ft.latest(t, h.file(cg, Memory)).ch <- at
+	h.ft.Latest(t, h.file(cg, Memory)).Fire(at)
 	s := recv(t, sigs)
 	if s.Kind != Memory || s.Source != "brakes.service" || !s.At.Equal(at) || s.Stall != 300*time.Millisecond {
 		t.Errorf("signal %+v", s)
 	}
 	// And IO.
 	write(t, root, map[string]string{filepath.Join(cg, "io.pressure"): psiText(1000 + 120000)})
-	h.ft.latest(t, h.file(cg, IO)).ch <- time.Now().Add(3 * time.Second)
+	h.ft.Latest(t, h.file(cg, IO)).Fire(time.Now().Add(3 * time.Second))
 	if s := recv(t, sigs); s.Kind != IO || s.Source != "brakes.service" {
 		t.Errorf("io signal %+v", s)
 	}
@@ -84,7 +84,7 @@ func TestUnitRestarted100Times(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, k := range []Kind{Memory, CPU, IO} {
-			h.ft.latest(t, h.file(old, k)).end()
+			h.ft.Latest(t, h.file(old, k)).End()
 		}
 		write(t, root, pressureFiles(cgOf(i), uint64(i)))
 		sd.set("brakes.service", cgOf(i))
@@ -127,7 +127,7 @@ func TestUnitRestarted100Times(t *testing.T) {
 	// The last arm works: a confirmed firing is a signal.
 	last := cgOf(restarts)
 	write(t, root, map[string]string{filepath.Join(last, "cpu.pressure"): psiText(restarts + 200000)})
-	h.ft.latest(t, h.file(last, CPU)).ch <- time.Now().Add(3 * time.Second)
+	h.ft.Latest(t, h.file(last, CPU)).Fire(time.Now().Add(3 * time.Second))
 	if s := recv(t, sigs); s.Kind != CPU {
 		t.Errorf("signal %+v", s)
 	}
@@ -176,17 +176,17 @@ func TestReloadAddsAndRemoves(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitArmed(t, b, 1)
-	if n := h.ft.count(h.file(a, Memory)); n != 1 {
+	if n := h.ft.Count(h.file(a, Memory)); n != 1 {
 		t.Errorf("unchanged unit re-armed: %d arms", n)
 	}
 	if err := h.p.Reconfigure(ctx, testConfig(eb)); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []Kind{Memory, CPU, IO} {
-		if !h.ft.latest(t, h.file(a, k)).isClosed() {
+		if !h.ft.Latest(t, h.file(a, k)).Closed() {
 			t.Errorf("removed unit's %s trigger still open", k)
 		}
-		if h.ft.latest(t, h.file(b, k)).isClosed() || h.ft.count(h.file(b, k)) != 1 {
+		if h.ft.Latest(t, h.file(b, k)).Closed() || h.ft.Count(h.file(b, k)) != 1 {
 			t.Errorf("kept unit's %s trigger closed or re-armed", k)
 		}
 	}
@@ -198,7 +198,7 @@ func TestReloadAddsAndRemoves(t *testing.T) {
 	if err := h.p.Reconfigure(ctx, testConfig(eb)); err != nil {
 		t.Fatal(err)
 	}
-	if !h.ft.latest(t, h.file(b, Memory)).isClosed() {
+	if !h.ft.Latest(t, h.file(b, Memory)).Closed() {
 		t.Error("unwatched unit's trigger still open")
 	}
 	// An invalid configuration is refused and changes nothing.
@@ -273,10 +273,7 @@ func TestV1ReportsUnsupported(t *testing.T) {
 	if n != 0 {
 		t.Error("MemoryMin set on a v1 host")
 	}
-	h.ft.mu.Lock()
-	opens := h.ft.opens
-	h.ft.mu.Unlock()
-	if opens != 0 {
+	if opens := h.ft.Opens(); opens != 0 {
 		t.Errorf("%d trigger registrations on v1", opens)
 	}
 	if h.logs.FilterMessage("memory_min/memory_low of protected units are unsupported: the memory controller is on cgroup v1 here").Len() != 1 {
@@ -317,13 +314,13 @@ func TestHostMemoryPressure(t *testing.T) {
 	h := start(t, root, nil, cfg, func(o *Options) { o.HostPressure = host })
 	sigs, cancel := h.p.Subscribe()
 	defer cancel()
-	eventually(t, "host trigger", func() bool { return h.ft.count(host) == 1 })
+	eventually(t, "host trigger", func() bool { return h.ft.Count(host) == 1 })
 	write(t, root, map[string]string{"proc-pressure-memory": psiText(579510 + 1400)})
-	h.ft.latest(t, host).ch <- time.Now()
+	h.ft.Latest(t, host).Fire(time.Now())
 	eventually(t, "spurious", func() bool { return h.p.Stats().Spurious == 1 })
 	noSignal(t, sigs)
 	write(t, root, map[string]string{"proc-pressure-memory": psiText(579510 + 1400 + 300000)})
-	h.ft.latest(t, host).ch <- time.Now().Add(2 * time.Second)
+	h.ft.Latest(t, host).Fire(time.Now().Add(2 * time.Second))
 	if s := recv(t, sigs); s.Kind != Memory || s.Source != HostSource {
 		t.Errorf("signal %+v", s)
 	}
@@ -343,10 +340,10 @@ func TestSlowSubscriberNeverBlocks(t *testing.T) {
 	h.waitArmed(t, cg, 1)
 	const n = 40
 	t0 := time.Now()
-	src := h.ft.latest(t, h.file(cg, Memory))
+	src := h.ft.Latest(t, h.file(cg, Memory))
 	for i := 1; i <= n; i++ {
 		write(t, root, map[string]string{filepath.Join(cg, "memory.pressure"): psiText(uint64(i) * 200000)})
-		src.ch <- t0.Add(time.Duration(i) * 3 * time.Second)
+		src.Fire(t0.Add(time.Duration(i) * 3 * time.Second))
 		recv(t, fast)
 	}
 	st := h.p.Stats()
@@ -387,7 +384,7 @@ func TestOOMScoreKeptAcrossRestart(t *testing.T) {
 		"proc/200/cgroup": "0::" + cg2 + "\n", "proc/200/oom_score_adj": "0\n", "proc/200/comm": "brakes\n"})
 	sd.set("brakes.service", cg2)
 	for _, k := range []Kind{Memory, CPU, IO} {
-		h.ft.latest(t, h.file(cg1, k)).end()
+		h.ft.Latest(t, h.file(cg1, k)).End()
 	}
 	h.waitArmed(t, cg2, 1)
 	eventually(t, "the restarted unit's process repaired", func() bool { return readScore("200") == "-900" && h.incidents("oom-score-repair") == 2 })
@@ -425,7 +422,7 @@ func TestUnitFollowedOnSystemdEvents(t *testing.T) {
 	write(t, root, pressureFiles(a2, 0))
 	sd.set("a.service", a2)
 	for _, k := range []Kind{Memory, CPU, IO} {
-		h.ft.latest(t, h.file(a1, k)).end()
+		h.ft.Latest(t, h.file(a1, k)).End()
 	}
 	events <- "a.service"
 	h.waitArmed(t, a2, 1)
