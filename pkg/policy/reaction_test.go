@@ -12,6 +12,7 @@ import (
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/internal/testutil"
 	"github.com/containers/qmd/pkg/cgroups/psitest"
 	"github.com/containers/qmd/pkg/protect"
 	"github.com/containers/qmd/pkg/supervisor"
@@ -22,31 +23,10 @@ func psiText(some, full uint64) string {
 	return fmt.Sprintf("some avg10=0.00 avg60=0.00 avg300=0.00 total=%d\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=%d\n", some, full)
 }
 
-// eventually polls cond (for effects of the Run loop, which runs on its
-// own goroutine) without depending on how fast the machine is.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // runController starts Run and stops it at the end of the test.
 func runController(t *testing.T, c *Controller) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	testutil.RunInBackground(t, c.Run)
 }
 
 func newController(t *testing.T, h *Host, p *config.Partition, r *recorder) *Controller {
@@ -76,7 +56,7 @@ func (f *fakeSignals) Subscribe() (<-chan protect.Signal, func()) {
 
 func (f *fakeSignals) send(t *testing.T, sig protect.Signal) {
 	t.Helper()
-	eventually(t, "a subscriber", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.subs) > 0 })
+	testutil.Eventually(t, "a subscriber", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.subs) > 0 })
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, ch := range f.subs {
@@ -131,7 +111,7 @@ func TestSpuriousStallWindowsDoNotCount(t *testing.T) {
 		write(t, root, map[string]string{"libpod-0123abcd/memory.pressure": psiText(uint64(i)*2000, uint64(i)*1000)})
 		src.Fire(t0.Add(time.Duration(i) * time.Second))
 	}
-	eventually(t, "five spurious stall wake-ups", func() bool { return c.SpuriousWakeups() == 5 })
+	testutil.Eventually(t, "five spurious stall wake-ups", func() bool { return c.SpuriousWakeups() == 5 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.Count(incident.Stall) != 0 || len(r.restarts) != 0 {

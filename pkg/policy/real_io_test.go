@@ -319,10 +319,7 @@ func ioRealProtector(t *testing.T, psiRoot, rel string) *protect.Protector {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testutil.RunInBackground(t, p.Run)
 	return p
 }
 

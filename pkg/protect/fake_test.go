@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/containers/qmd/internal/testutil"
 	"github.com/containers/qmd/pkg/cgroups/psitest"
 )
 
@@ -78,18 +79,6 @@ func (f *fakeSystemd) set(unit, cg string) {
 	f.mu.Unlock()
 }
 
-// eventually polls cond (an effect of the Run loop, on its own goroutine).
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // fakeV2 is a fake cgroup2 tree (PSIRoot and memory on v2).
 func fakeV2(t *testing.T) string {
 	root := t.TempDir()
@@ -152,15 +141,7 @@ func startWith(t *testing.T, root string, sd *fakeSystemd, events chan string, c
 		t.Fatal(err)
 	}
 	h.p = p
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	testutil.RunInBackground(t, p.Run)
 	return h
 }
 
@@ -170,7 +151,7 @@ func (h *harness) file(cg string, k Kind) string {
 
 func (h *harness) waitArmed(t *testing.T, cg string, n int) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%d arms on %s", n, cg), func() bool {
+	testutil.Eventually(t, fmt.Sprintf("%d arms on %s", n, cg), func() bool {
 		for _, k := range []Kind{Memory, CPU, IO} {
 			if h.ft.Count(h.file(cg, k)) < n {
 				return false

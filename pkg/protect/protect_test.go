@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containers/qmd/internal/testutil"
 )
 
 // TestUnitInNonDefaultSlice: a unit in asil.slice (not system.slice, the
@@ -27,7 +29,7 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 	if h.ft.Count(filepath.Join(root, "system.slice/brakes.service", "memory.pressure")) != 0 {
 		t.Error("guessed /system.slice")
 	}
-	eventually(t, "status", func() bool {
+	testutil.Eventually(t, "status", func() bool {
 		st := h.p.Status()
 		return len(st) == 1 && st[0].Cgroup == cg && st[0].State == "watching"
 	})
@@ -35,7 +37,7 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 	// A wake-up with 1.4 ms behind it: spurious (threshold 100 ms).
 	write(t, root, map[string]string{filepath.Join(cg, "cpu.pressure"): psiText(1000 + 1400)})
 	h.ft.Latest(t, h.file(cg, CPU)).Fire(time.Now())
-	eventually(t, "spurious counted", func() bool { return h.p.Stats().Spurious == 1 })
+	testutil.Eventually(t, "spurious counted", func() bool { return h.p.Stats().Spurious == 1 })
 	noSignal(t, sigs)
 	if h.logs.FilterMessage("spurious pressure trigger wake-up: the stall total did not grow by the threshold").Len() != 1 {
 		t.Error("spurious wake-up not logged at debug level")
@@ -216,7 +218,7 @@ func TestMemoryProtectionThroughSystemd(t *testing.T) {
 	cfg := testConfig(e)
 	cfg.Resync = 20 * time.Millisecond
 	h := start(t, root, sd, cfg, nil)
-	eventually(t, "properties set", func() bool { sd.mu.Lock(); defer sd.mu.Unlock(); return len(sd.props["brakes.service"]) >= 2 })
+	testutil.Eventually(t, "properties set", func() bool { sd.mu.Lock(); defer sd.mu.Unlock(); return len(sd.props["brakes.service"]) >= 2 })
 	time.Sleep(100 * time.Millisecond) // several resync ticks
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
@@ -246,9 +248,9 @@ func TestMemoryProtectionCgroupEntry(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(root, cg, n))
 		return strings.TrimSpace(string(b))
 	}
-	eventually(t, "memory.min and memory.low written", func() bool { return readF("memory.min") == "1048576" && readF("memory.low") == "2097152" })
+	testutil.Eventually(t, "memory.min and memory.low written", func() bool { return readF("memory.min") == "1048576" && readF("memory.low") == "2097152" })
 	write(t, root, map[string]string{filepath.Join(cg, "memory.min"): "0\n"}) // re-created
-	eventually(t, "memory.min re-written", func() bool { return readF("memory.min") == "1048576" })
+	testutil.Eventually(t, "memory.min re-written", func() bool { return readF("memory.min") == "1048576" })
 }
 
 // TestV1ReportsUnsupported: on a pure cgroup v1 host, memory protection
@@ -262,7 +264,7 @@ func TestV1ReportsUnsupported(t *testing.T) {
 		return Entry{Unit: u, OOMScoreAdj: -900, WatchPressure: true, MemoryMin: 1 << 20, MemoryMinSet: true}
 	}
 	h := start(t, root, sd, testConfig(mk("a.service"), mk("b.service")), nil)
-	eventually(t, "two policy-limit incidents", func() bool { return h.incidents("policy-limit") == 2 })
+	testutil.Eventually(t, "two policy-limit incidents", func() bool { return h.incidents("policy-limit") == 2 })
 	time.Sleep(50 * time.Millisecond)
 	if n := h.incidents("policy-limit"); n != 2 {
 		t.Errorf("%d policy-limit incidents, want one for memory protection and one for pressure", n)
@@ -314,10 +316,10 @@ func TestHostMemoryPressure(t *testing.T) {
 	h := start(t, root, nil, cfg, func(o *Options) { o.HostPressure = host })
 	sigs, cancel := h.p.Subscribe()
 	defer cancel()
-	eventually(t, "host trigger", func() bool { return h.ft.Count(host) == 1 })
+	testutil.Eventually(t, "host trigger", func() bool { return h.ft.Count(host) == 1 })
 	write(t, root, map[string]string{"proc-pressure-memory": psiText(579510 + 1400)})
 	h.ft.Latest(t, host).Fire(time.Now())
-	eventually(t, "spurious", func() bool { return h.p.Stats().Spurious == 1 })
+	testutil.Eventually(t, "spurious", func() bool { return h.p.Stats().Spurious == 1 })
 	noSignal(t, sigs)
 	write(t, root, map[string]string{"proc-pressure-memory": psiText(579510 + 1400 + 300000)})
 	h.ft.Latest(t, host).Fire(time.Now().Add(2 * time.Second))
@@ -370,7 +372,7 @@ func TestOOMScoreKeptAcrossRestart(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(proc, pid, "oom_score_adj"))
 		return strings.TrimSpace(string(b))
 	}
-	eventually(t, "repair at start", func() bool { return readScore("100") == "-900" && h.incidents("oom-score-repair") == 1 })
+	testutil.Eventually(t, "repair at start", func() bool { return readScore("100") == "-900" && h.incidents("oom-score-repair") == 1 })
 	h.mu.Lock()
 	inc := h.incs[0]
 	h.mu.Unlock()
@@ -387,7 +389,7 @@ func TestOOMScoreKeptAcrossRestart(t *testing.T) {
 		h.ft.Latest(t, h.file(cg1, k)).End()
 	}
 	h.waitArmed(t, cg2, 1)
-	eventually(t, "the restarted unit's process repaired", func() bool { return readScore("200") == "-900" && h.incidents("oom-score-repair") == 2 })
+	testutil.Eventually(t, "the restarted unit's process repaired", func() bool { return readScore("200") == "-900" && h.incidents("oom-score-repair") == 2 })
 }
 
 // TestUnitFollowedOnSystemdEvents: with systemd's unit change events, a
@@ -416,7 +418,7 @@ func TestUnitFollowedOnSystemdEvents(t *testing.T) {
 	write(t, root, map[string]string{filepath.Join(b, "cgroup.procs"): "200\n",
 		"proc/200/cgroup": "0::" + b + "\n", "proc/200/oom_score_adj": "0\n", "proc/200/comm": "b\n"})
 	events <- "b.service"
-	eventually(t, "b's new process repaired on the event", func() bool { return readScore("200") == "-800" })
+	testutil.Eventually(t, "b's new process repaired on the event", func() bool { return readScore("200") == "-800" })
 	// a restarts into another slice: its triggers end; the event moves them
 	// at once (RearmMin is an hour: only the event can do it).
 	write(t, root, pressureFiles(a2, 0))
@@ -426,7 +428,7 @@ func TestUnitFollowedOnSystemdEvents(t *testing.T) {
 	}
 	events <- "a.service"
 	h.waitArmed(t, a2, 1)
-	eventually(t, "status: watching in the new cgroup", func() bool {
+	testutil.Eventually(t, "status: watching in the new cgroup", func() bool {
 		st := h.p.Status()
 		return st[0].Cgroup == a2 && st[0].State == "watching"
 	})
@@ -437,7 +439,7 @@ func TestUnitFollowedOnSystemdEvents(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		events <- "cron.service"
 	}
-	eventually(t, "events drained", func() bool { return len(events) == 0 })
+	testutil.Eventually(t, "events drained", func() bool { return len(events) == 0 })
 	time.Sleep(20 * time.Millisecond)
 	sd.mu.Lock()
 	after := sd.lookups
@@ -464,5 +466,5 @@ func TestSameCgroupTwice(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(proc, pid, "oom_score_adj"))
 		return strings.TrimSpace(string(b))
 	}
-	eventually(t, "both audited", func() bool { return readScore("100") == "-900" && readScore("200") == "-700" })
+	testutil.Eventually(t, "both audited", func() bool { return readScore("100") == "-900" && readScore("200") == "-700" })
 }

@@ -1,7 +1,6 @@
 package protect
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
@@ -84,10 +83,7 @@ func TestRealProtectedCgroupRecreated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testutil.RunInBackground(t, p.Run)
 	// Lowering a score below the process's minimum needs
 	// CAP_SYS_RESOURCE (the build container has none): then the repair
 	// must fail loudly once (warn), not silently.
@@ -102,7 +98,7 @@ func TestRealProtectedCgroupRecreated(t *testing.T) {
 			warned := func() int {
 				return logs.FilterMessage("protected units' oom_score_adj audit").FilterLevelExact(zapcore.WarnLevel).Len()
 			}
-			eventually(t, "the refused repair reported", func() bool { return warned() >= n })
+			testutil.Eventually(t, "the refused repair reported", func() bool { return warned() >= n })
 			time.Sleep(100 * time.Millisecond)
 			if w := warned(); w != n {
 				t.Errorf("%d warnings for %d refused processes", w, n)
@@ -128,14 +124,14 @@ func TestRealProtectedCgroupRecreated(t *testing.T) {
 	} else {
 		t.Log("no CAP_SYS_RESOURCE: the repair to -900 is refused by the kernel; checked that it is reported (warn, once)")
 	}
-	eventually(t, "triggers armed", func() bool { return p.Stats().Arms == 3 })
+	testutil.Eventually(t, "triggers armed", func() bool { return p.Stats().Arms == 3 })
 
 	for round := 1; round <= 3; round++ {
 		var before, after syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 		loops := p.Stats().Loops
 		stop(cmd) // the unit stopped: the cgroup is removed
-		eventually(t, "triggers ended", func() bool {
+		testutil.Eventually(t, "triggers ended", func() bool {
 			return logs.FilterMessage("pressure trigger ended (the watched cgroup went away: unit stopped or restarting); re-arming when it is back").Len() == 3*round
 		})
 		time.Sleep(300 * time.Millisecond) // re-arm attempts back off while the cgroup is gone
@@ -153,7 +149,7 @@ func TestRealProtectedCgroupRecreated(t *testing.T) {
 			t.Errorf("%d loop iterations while the cgroup was gone: spinning", st.Loops-loops)
 		}
 		cmd = mk() // the unit started again, same path, new cgroup
-		eventually(t, "re-armed", func() bool { return p.Stats().Arms == uint64(3*(round+1)) })
+		testutil.Eventually(t, "re-armed", func() bool { return p.Stats().Arms == uint64(3*(round+1)) })
 		waitInc()
 		if got := score(cmd); canLower && got != "-900" {
 			t.Errorf("round %d: new process's oom_score_adj %s, want -900", round, got)
