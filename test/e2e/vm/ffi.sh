@@ -7,7 +7,7 @@
 # ffi-fsync), protected by qmd through the drop-in 60-ffi-protect.toml. QM
 # bystander: a nested container (busybox sleep) inside the partition, standing
 # in for the instrument cluster. Hostile workloads run inside the partition as
-# transient units of QM's own systemd (ffi-w.service) and are ended from the
+# transient units of QM's own systemd (ffi-w-<workload>.service) and are ended from the
 # host with cgroup.kill, which works even when the partition is too starved
 # for `podman exec` to answer.
 #
@@ -22,7 +22,9 @@ FFI_DIR=${FFI_DIR:-$S/ffi}
 FFI_RES=$FFI_DIR/results.jsonl
 FFI_NESTED_ARG=987654              # the bystander's `sleep` argument: finds it from the host
 FFI_ALL_WORKLOADS="idle memhog thrash forkbomb cpuhog iohog fill"
-FFI_SHORT_WORKLOADS="idle memhog forkbomb cpuhog iohog"
+# The e2e scenario: the memory and CPU attacks and the fork bomb (the IO
+# hog and the disk filler have their own scenarios 15 and 16).
+FFI_SHORT_WORKLOADS="idle memhog forkbomb cpuhog"
 # The merged #9 features, in drop-ins that this qmd may not know yet.
 FFI_DROPIN_DIR=/etc/qmd/qmd.toml.d
 
@@ -87,27 +89,49 @@ ffi_probes_start() {
 	done
 }
 
-# ffi_dump PROBE: SIGUSR1 to the probe, wait for a new summary, print it
-# (one JSON line); "" when the probe is dead or did not answer in 20 s.
+# ffi_dump PROBE...: SIGUSR1 to the probes at once, wait for each one's new
+# summary, print them as "PROBE<TAB>JSON" lines (the JSON "" when the probe
+# is dead or did not answer in 20 s).
+ffi_seq() { sed -n 's/.*"seq":\([0-9]*\).*/\1/p' "$FFI_OUT/$1.json" 2>/dev/null || true; }
 ffi_dump() {
-	local f=$FFI_OUT/$1.json seq0 seq
-	seq0=$(sed -n 's/.*"seq":\([0-9]*\).*/\1/p' "$f" 2>/dev/null || true)
-	systemctl kill -s USR1 --kill-whom=main "ffi-$1.service" 2>/dev/null || return 0
-	for _ in $(seq 40); do
-		seq=$(sed -n 's/.*"seq":\([0-9]*\).*/\1/p' "$f" 2>/dev/null || true)
-		if [ -n "$seq" ] && [ "$seq" != "${seq0:-}" ]; then
-			cat "$f"
-			return 0
-		fi
+	local p seq0=() i=0 n=0 left
+	for p in "$@"; do
+		seq0+=("$(ffi_seq "$p")")
+		systemctl kill -s USR1 --kill-whom=main "ffi-$p.service" 2>/dev/null || seq0[i]=dead
+		i=$(( i + 1 ))
+	done
+	while :; do
+		left=0; i=0
+		for p in "$@"; do
+			if [ "${seq0[i]}" != dead ] && [ "$(ffi_seq "$p")" = "${seq0[i]}" ]; then left=1; fi
+			i=$(( i + 1 ))
+		done
+		if [ "$left" = 0 ] || [ "$n" -ge 40 ]; then break; fi
+		n=$(( n + 1 ))
 		sleep 0.5
 	done
+	i=0
+	for p in "$@"; do
+		if [ "${seq0[i]}" != dead ] && [ "$(ffi_seq "$p")" != "${seq0[i]}" ]; then
+			printf '%s\t%s\n' "$p" "$(cat "$FFI_OUT/$p.json")"
+		else
+			printf '%s\t\n' "$p"
+		fi
+		i=$(( i + 1 ))
+	done
 }
+# ffi_dump1 PROBE: one probe's new summary (JSON only).
+ffi_dump1() { ffi_dump "$1" | cut -f2-; }
 
 # ffi_asil_ids: "unit=MainPID" of each ASIL stand-in (0 when not running).
 ffi_asil_ids() {
-	local u
-	for u in $FFI_PROBES; do printf 'ffi-%s=%s ' "$u" "$(svc "ffi-$u.service" MainPID)"; done
-	printf 'asil-bystander=%s\n' "$(svc asil-bystander.service MainPID)"
+	local u units=() pids
+	for u in $FFI_PROBES; do units+=("ffi-$u.service"); done
+	units+=(asil-bystander.service)
+	# one systemctl call (each costs ~1 s of emulated CPU)
+	mapfile -t pids < <(systemctl show -p MainPID --value "${units[@]}" | grep .)
+	for u in "${!units[@]}"; do printf '%s=%s ' "${units[u]%.service}" "${pids[u]:-0}"; done
+	echo
 }
 
 # ffi_psi RESOURCE: the "some" total (µs) summed over the probes' cgroups.
@@ -173,7 +197,7 @@ ffi_wl_cmd() {
 ffi_wl_start() {
 	local cmd
 	cmd=$(ffi_wl_cmd "$2") || fail "unknown workload $2"
-	timeout 120 podman exec "$1" systemd-run --unit=ffi-w --quiet --collect /bin/sh -c "$cmd" ||
+	timeout 120 podman exec "$1" systemd-run --unit="ffi-w-$2" --quiet --collect /bin/sh -c "$cmd" ||
 		say "starting workload $2 in $1 failed"
 }
 
@@ -184,10 +208,10 @@ ffi_wl_stop() {
 	if cg=$(ffi_ctr_cg "$1"); then
 		while read -r w; do
 			echo 1 >"$w/cgroup.kill" 2>/dev/null || true
-		done < <(find "$cg" -maxdepth 3 -type d -name 'ffi-w.service' 2>/dev/null)
+		done < <(find "$cg" -maxdepth 3 -type d -name 'ffi-w-*.service' 2>/dev/null)
 	fi
-	timeout 120 podman exec "$1" systemctl stop ffi-w.service >/dev/null 2>&1 || true
-	timeout 60 podman exec "$1" systemctl reset-failed ffi-w.service >/dev/null 2>&1 || true
+	# No `systemctl stop` through podman exec (seconds of emulated CPU per
+	# call): the unit ends with its last process and --collect forgets it.
 	rm -rf "$(ffi_var "$1")/ffi"
 }
 
@@ -210,24 +234,28 @@ ffi_events() {
 # ffi_window SETUP NAME WORKLOAD SECONDS: one window; appends a record.
 ffi_window() {
 	local setup=$1 name=$2 wl=$3 secs=$4
-	local asil0 asil1 bys0 bys1 pid0 pid1 t0 m0 c0 i0 m1 c1 i1 p d probes="" surv=true bys=true rst=false
+	local asil0 asil1 bys0 bys1 pid0 pid1 st1 t0 m0 c0 i0 m1 c1 i1 p d probes="" surv=true bys=true rst=false
 	local react=null rtext="" ev first note="" dfree0 dfree1
-	wait_inner_up "$name" 300
+	pid0=$(ctr "$name" .State.Pid || true)
+	# QM's systemd up (a podman exec): only after a restart of the partition.
+	[ "$pid0" = "${FFI_LAST_PID:-}" ] || wait_inner_up "$name" 300
 	ffi_bys_ensure "$name"
-	asil0=$(ffi_asil_ids); bys0=$(ffi_bys_id); pid0=$(ctr "$name" .State.Pid || true)
+	pid0=$(ctr "$name" .State.Pid || true)
+	asil0=$(ffi_asil_ids); bys0=$(ffi_bys_id)
 	dfree0=$(df -Pm /var | awk 'NR == 2 { print $4 }')
-	for p in $FFI_PROBES; do ffi_dump "$p" >/dev/null; done # start a fresh window
+	# shellcheck disable=SC2086
+	ffi_dump $FFI_PROBES >/dev/null # start a fresh window
 	m0=$(ffi_psi memory); c0=$(ffi_psi cpu); i0=$(ffi_psi io)
 	t0=$(( $(now_ns) / 1000 ))
 	say "$setup/$wl: window of ${secs}s in $name (partition init $pid0, bystander $bys0)"
 	[ "$wl" = idle ] || ffi_wl_start "$name" "$wl"
 	sleep "$secs"
 	m1=$(ffi_psi memory); c1=$(ffi_psi cpu); i1=$(ffi_psi io)
-	for p in $FFI_PROBES; do
-		d=$(ffi_dump "$p")
+	# shellcheck disable=SC2086
+	while IFS=$'\t' read -r p d; do
 		[ -n "$d" ] || { d='{"probe":"'$p'","count":0}'; note="$note probe $p did not report;"; }
 		probes="$probes${probes:+,}\"$p\":$d"
-	done
+	done < <(ffi_dump $FFI_PROBES)
 	dfree1=$(df -Pm /var | awk 'NR == 2 { print $4 }')
 	[ "$wl" = idle ] || ffi_wl_stop "$name"
 	# Survival is judged after the workload is gone: a kill late in the
@@ -235,8 +263,9 @@ ffi_window() {
 	sleep 3
 	asil1=$(ffi_asil_ids)
 	if [ "$asil1" != "$asil0" ] || grep -q '=0\b' <<<"$asil1"; then surv=false; fi
-	pid1=$(ctr "$name" .State.Pid || true)
-	if [ "$pid1" != "$pid0" ] || ! ctr_running "$name"; then rst=true; fi
+	read -r pid1 st1 <<<"$(ctr "$name" '.State.Pid}} {{.State.Status' || true)"
+	if [ "$pid1" != "$pid0" ] || [ "$st1" != running ]; then rst=true; fi
+	FFI_LAST_PID=$pid1
 	bys1=$(ffi_bys_id)
 	[ "$bys1" = "$bys0" ] && [ "$bys0" != none ] || bys=false
 	if [ "$setup" = qmd ]; then
@@ -430,7 +459,7 @@ s15() {
 	for want in rbps=104857600 wbps=52428800 riops=2000 wiops=1000; do
 		grep -qw "$want" <<<"$m" || check_later "io.max of the partition for $dev is '$m', want $want"
 	done
-	d0=$(ffi_dump fsync)
+	d0=$(ffi_dump1 fsync)
 	ffi_wl_start qm iohog
 	t0=$(( $(now_ns) / 1000 ))
 	for _ in $(seq 15); do
@@ -439,7 +468,7 @@ s15() {
 		grep -qw wbps=52428800 <<<"$m" || { low=$m; break; }
 	done
 	sleep 5
-	d1=$(ffi_dump fsync)
+	d1=$(ffi_dump1 fsync)
 	ffi_wl_stop qm
 	info "fsync probe idle: $d0"
 	info "fsync probe under the IO hog: $d1"
@@ -463,13 +492,13 @@ s16() {
 	timeout 300 systemctl start qmd.service || fail "qmd.service did not start with 62-ffi-disk.toml"
 	check_boot
 	free0=$(df -Pm / | awk 'NR == 2 { print $4 }')
-	ffi_dump fsync >/dev/null
+	ffi_dump1 fsync >/dev/null
 	ffi_wl_start qm fill
 	sleep 30
 	f=/var/qm/ffi/ffi-fill.dat
 	sz=$(( $(stat -c %s "$f" 2>/dev/null || echo 0) >> 20 ))
 	free1=$(df -Pm / | awk 'NR == 2 { print $4 }')
-	d1=$(ffi_dump fsync)
+	d1=$(ffi_dump1 fsync)
 	ffi_wl_stop qm
 	info "disk filler wrote ${sz} MiB (budget 512 MiB); host / free ${free0} -> ${free1} MiB; fsync probe: $d1"
 	[ "$sz" -le 576 ] || check_later "the disk filler wrote ${sz} MiB, over the 512 MiB budget (+64 MiB slack)"
