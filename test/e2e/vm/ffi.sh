@@ -393,7 +393,7 @@ s13() {
 s14() {
 	need_qmd
 	need_running
-	local why full=1 pid0 pid1 c0 c1 t0 el frac t_quiet ev mm
+	local why full=1 pid0 pid1 c0 c1 t0 el frac t_quiet ev mm adj
 	systemctl is-active -q ffi-touch.service || ffi_probes_start
 	if ! why=$(ffi_dropin 60-ffi-protect.toml); then fail "60-ffi-protect.toml: $why"; fi
 	if [ -n "$why" ]; then full=0; info "$why"; fi
@@ -413,9 +413,19 @@ s14() {
 	systemctl restart ffi-touch.service || fail "systemctl restart ffi-touch.service failed under QM memory pressure"
 	pid1=$(svc ffi-touch.service MainPID)
 	if [ "$pid1" = 0 ] || [ "$pid1" = "$pid0" ]; then fail "ffi-touch.service has no new MainPID after its restart ($pid0 -> $pid1)"; fi
-	# qmd's resync (30 s default) repairs oom_score_adj; allow two periods.
-	if ! (wait_for 75 "oom_score_adj -900 on the restarted ffi-touch (pid $pid1)" sh -c "[ \"\$(cat /proc/$pid1/oom_score_adj)\" = -900 ]"); then
-		check_later "the restarted ASIL unit ffi-touch (pid $pid1) has oom_score_adj $(cat "/proc/$pid1/oom_score_adj" 2>/dev/null) after 75 s, want -900 (qmd did not re-arm)"
+	# qmd's resync (30 s default) repairs oom_score_adj; allow two periods
+	# with the #9 protect subsystem (which follows restarts), one and a half
+	# without it (before the merge: reported as a SKIP, not a failure).
+	local lim=75 rearm_skip=""
+	[ "$full" = 1 ] || lim=45
+	if ! (wait_for "$lim" "oom_score_adj -900 on the restarted ffi-touch (pid $pid1)" sh -c "[ \"\$(cat /proc/$pid1/oom_score_adj)\" = -900 ]") >/dev/null 2>&1; then
+		adj=$(cat "/proc/$pid1/oom_score_adj" 2>/dev/null || echo gone)
+		if [ "$full" = 1 ]; then
+			check_later "the restarted ASIL unit ffi-touch (pid $pid1) has oom_score_adj $adj after ${lim}s, want -900 (qmd did not re-arm)"
+		else
+			rearm_skip="this qmd (no #9 protect subsystem: memory_min unknown) did not re-arm the restarted ASIL unit: oom_score_adj $adj after ${lim}s, want -900"
+			info "$rearm_skip"
+		fi
 	else
 		info "oom_score_adj -900 on the restarted ASIL unit after $(secs $(( $(now_ns) - t0 )))s"
 	fi
@@ -438,6 +448,8 @@ s14() {
 	ev=$(ffi_events "$t_quiet" | awk '$2 ~ /^(throttle|freeze|stall)$/' || true)
 	[ -z "$ev" ] || check_later "qmd reacted after the pressure had ended: $(awk '{ print $2 }' <<<"$ev" | paste -sd, -)"
 	systemctl is-active -q ffi-touch.service || check_later "ffi-touch.service is not active at the end"
+	# The other checks failing is a FAIL; only the missing re-arm is a SKIP.
+	[ ${#LATER[@]} -gt 0 ] || [ -z "$rearm_skip" ] || skip "$rearm_skip (CPU and no-late-throttle checks passed)"
 }
 
 # ---- 15: IO hog: [partition.io] ------------------------------------------------------------
