@@ -183,7 +183,7 @@ ffi_bys_ensure() {
 # ffi_wl_cmd WORKLOAD: the command line inside the partition.
 ffi_wl_cmd() {
 	case $1 in
-	memhog) echo "/usr/local/bin/e2e-hog hold 90" ;;
+	memhog) echo "/usr/local/bin/ffiprobe memhog -pct 90" ;;
 	thrash) echo "/usr/local/bin/ffiprobe thrash -dir /var/ffi -pct 100" ;;
 	forkbomb) echo "exec /usr/bin/perl -e 'fork while 1'" ;;
 	cpuhog) echo "/usr/local/bin/ffiprobe cpuhog" ;;
@@ -234,7 +234,7 @@ ffi_events() {
 # ffi_window SETUP NAME WORKLOAD SECONDS: one window; appends a record.
 ffi_window() {
 	local setup=$1 name=$2 wl=$3 secs=$4
-	local asil0 asil1 bys0 bys1 pid0 pid1 st1 t0 m0 c0 i0 m1 c1 i1 p d probes="" surv=true bys=true rst=false
+	local asil0 asil1 bys0 bys1 pid0 pid1 st1 qpid0 t0 m0 c0 i0 m1 c1 i1 p d probes="" surv=true bys=true rst=false
 	local react=null rtext="" ev first note="" dfree0 dfree1
 	pid0=$(ctr "$name" .State.Pid || true)
 	# QM's systemd up (a podman exec): only after a restart of the partition.
@@ -242,6 +242,7 @@ ffi_window() {
 	ffi_bys_ensure "$name"
 	pid0=$(ctr "$name" .State.Pid || true)
 	asil0=$(ffi_asil_ids); bys0=$(ffi_bys_id)
+	qpid0=$(svc qmd.service MainPID)
 	dfree0=$(df -Pm /var | awk 'NR == 2 { print $4 }')
 	# shellcheck disable=SC2086
 	ffi_dump $FFI_PROBES >/dev/null # start a fresh window
@@ -278,6 +279,8 @@ ffi_window() {
 	fi
 	[ "$wl" != fill ] && [ "$wl" != thrash ] || note="$note /var free ${dfree0} MiB -> ${dfree1} MiB at the window's end;"
 	[ "$bys0" != none ] || note="$note the nested bystander could not be started;"
+	[ "$setup" != qmd ] || [ "$(svc qmd.service MainPID)" = "$qpid0" ] ||
+		note="$note qmd.service restarted during the window (MainPID $qpid0 -> $(svc qmd.service MainPID), NRestarts $(svc qmd.service NRestarts), Result $(svc qmd.service Result));"
 	{
 		printf '{"setup":"%s","workload":"%s","window_s":%s,"asil_survived":%s,"asil_detail":%s,' \
 			"$setup" "$wl" "$secs" "$surv" "$(json_str "before: $asil0; after: $asil1")"
@@ -352,8 +355,12 @@ ffi_bench() {
 	timeout 300 systemctl start qmd.service || fail "qmd.service did not start: $(svc qmd.service Result)"
 	check_boot
 	svc qmd.service MainPID >"$FFI_OUT/qmd-with-protect"
+	# qmd itself must live through every workload (its watchdog kill is a
+	# failure of the scenario, named first).
+	guard_qmd "$(date +%s)" "$(svc qmd.service NRestarts)" "$(svc qmd.service MainPID)"
 	for wl in $wls; do ffi_window qmd qm "$wl" "$win"; done
 	wait_inner_up qm 300
+	guard_qmd_check
 }
 
 # ffi_check: the hard targets, asserted on the records of this run: under
@@ -405,6 +412,7 @@ s14() {
 		svc qmd.service MainPID >"$FFI_OUT/qmd-with-protect"
 	fi
 	wait_inner_up qm 300
+	guard_qmd "$(date +%s)" "$(svc qmd.service NRestarts)" "$(svc qmd.service MainPID)"
 	ffi_wl_start qm memhog
 	trap 'ffi_wl_stop qm' EXIT
 	sleep 10
@@ -448,6 +456,7 @@ s14() {
 	ev=$(ffi_events "$t_quiet" | awk '$2 ~ /^(throttle|freeze|stall)$/' || true)
 	[ -z "$ev" ] || check_later "qmd reacted after the pressure had ended: $(awk '{ print $2 }' <<<"$ev" | paste -sd, -)"
 	systemctl is-active -q ffi-touch.service || check_later "ffi-touch.service is not active at the end"
+	guard_qmd_check
 	# The other checks failing is a FAIL; only the missing re-arm is a SKIP.
 	[ ${#LATER[@]} -gt 0 ] || [ -z "$rearm_skip" ] || skip "$rearm_skip (CPU and no-late-throttle checks passed)"
 }

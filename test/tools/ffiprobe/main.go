@@ -17,6 +17,7 @@
 //
 // Workloads (inside the partition, killed by the harness through cgroup.kill):
 //
+//	ffiprobe memhog [-pct 90]                        take pct % of RAM (mmap, every page written) and hold it
 //	ffiprobe cpuhog [-workers N]                     spin on every CPU
 //	ffiprobe iohog  -dir D [-size 256M] [-workers 2] random 4 KiB writes + fdatasync
 //	ffiprobe thrash -dir D [-pct 100]                write then re-read a file of pct % of RAM
@@ -45,6 +46,8 @@ func main() {
 		err = runTouch(args)
 	case "fsync":
 		err = runFsync(args)
+	case "memhog":
+		err = runMemHog(args)
 	case "cpuhog":
 		err = runCPUHog(args)
 	case "iohog":
@@ -65,6 +68,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: ffiprobe tick|touch|fsync|cpuhog|iohog|thrash|fill|report [flags] (see the package comment)")
+	fmt.Fprintln(os.Stderr, "usage: ffiprobe tick|touch|fsync|memhog|cpuhog|iohog|thrash|fill|report [flags] (see the package comment)")
 	os.Exit(2)
 }

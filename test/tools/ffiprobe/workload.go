@@ -66,6 +66,42 @@ func parseSize(s string) (int64, error) {
 	return v * mult, nil
 }
 
+// runMemHog maps -pct % of RAM anonymously, writes every page and holds it
+// until killed: the fastest way to take memory under TCG (perl's string
+// copy takes minutes for 90 %). Outside the Go heap, so the GC never scans
+// or frees it.
+func runMemHog(args []string) error {
+	fs := flag.NewFlagSet("memhog", flag.ContinueOnError)
+	pct := fs.Float64("pct", 90, "memory to take, % of MemTotal")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *pct <= 0 || *pct > 200 {
+		return fmt.Errorf("-pct %v: want 0 < pct <= 200", *pct)
+	}
+	total, err := memTotal()
+	if err != nil {
+		return err
+	}
+	want := int64(float64(total) * *pct / 100)
+	const chunk = 64 << 20
+	var held [][]byte
+	for got := int64(0); got < want; got += chunk {
+		b, err := syscall.Mmap(-1, 0, chunk, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+		if err != nil {
+			return fmt.Errorf("mmap after %d MiB: %w", got>>20, err)
+		}
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		held = append(held, b)
+	}
+	fmt.Printf("memhog: holding %d MiB\n", int64(len(held))*chunk>>20)
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
 // runCPUHog spins on every CPU (or -workers) until killed.
 func runCPUHog(args []string) error {
 	fs := flag.NewFlagSet("cpuhog", flag.ContinueOnError)
