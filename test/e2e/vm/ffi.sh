@@ -216,11 +216,12 @@ ffi_wl_stop() {
 	rm -rf "$(ffi_var "$1")/ffi"
 }
 
-# ffi_events SINCE_US: qmd's journal entries with QMD_EVENT since SINCE_US
-# (µs since the epoch), one line each: "USEC EVENT MESSAGE".
+# ffi_events SINCE_US [all]: qmd's journal entries with QMD_EVENT (with
+# "all": every entry, EVENT "-" when none) since SINCE_US (µs since the
+# epoch), one line each: "USEC EVENT MESSAGE".
 ffi_events() {
 	journalctl -q --no-pager -u qmd.service --since "@$(( $1 / 1000000 ))" -o export 2>/dev/null |
-		awk -v t0="$1" 'BEGIN { RS = ""; FS = "\n" }
+		awk -v t0="$1" -v all="${2:-}" 'BEGIN { RS = ""; FS = "\n" }
 			{
 				ts = ""; ev = ""; msg = ""
 				for (i = 1; i <= NF; i++) {
@@ -228,6 +229,7 @@ ffi_events() {
 					else if ($i ~ /^QMD_EVENT=/) ev = substr($i, 11)
 					else if ($i ~ /^MESSAGE=/) msg = substr($i, 9)
 				}
+				if (all != "" && ev == "") ev = "-"
 				if (ts != "" && ts + 0 >= t0 + 0 && ev != "") print ts, ev, msg
 			}'
 }
@@ -276,6 +278,10 @@ ffi_window() {
 			first=$(head -n 1 <<<"$ev")
 			react=$(awk -v t0="$t0" '{ printf "%.2f", ($1 - t0) / 1e6; exit }' <<<"$first")
 			rtext="first ${first#* } after ${react}s; events: $(awk '{ print $2 }' <<<"$ev" | sort | uniq -c | awk '{ printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1 }')"
+		else
+			# No incident: qmd's first log line of the window, if any.
+			first=$(ffi_events "$t0" all | head -n 1 || true)
+			[ -z "$first" ] || rtext="no incident; first log line after $(awk -v t0="$t0" '{ printf "%.2f", ($1 - t0) / 1e6; exit }' <<<"$first")s: ${first#* - }"
 		fi
 	fi
 	[ "$wl" != fill ] && [ "$wl" != thrash ] || note="$note /var free ${dfree0} MiB -> ${dfree1} MiB at the window's end;"
