@@ -221,17 +221,20 @@ ffi_wl_stop() {
 # epoch), one line each: "USEC EVENT MESSAGE".
 ffi_events() {
 	journalctl -q --no-pager -u qmd.service --since "@$(( $1 / 1000000 ))" -o export 2>/dev/null |
-		awk -v t0="$1" -v all="${2:-}" 'BEGIN { RS = ""; FS = "\n" }
-			{
-				ts = ""; ev = ""; msg = ""
-				for (i = 1; i <= NF; i++) {
-					if ($i ~ /^__REALTIME_TIMESTAMP=/) ts = substr($i, 22)
-					else if ($i ~ /^QMD_EVENT=/) ev = substr($i, 11)
-					else if ($i ~ /^MESSAGE=/) msg = substr($i, 9)
-				}
+		awk -v t0="$1" -v all="${2:-}" '
+			# Line by line, an entry starting at its __CURSOR: not paragraph
+			# mode, because a binary field (e.g. _SELINUX_CONTEXT, length-
+			# prefixed, ending in a newline) puts an empty line inside an entry.
+			function flush() {
 				if (all != "" && ev == "") ev = "-"
 				if (ts != "" && ts + 0 >= t0 + 0 && ev != "") print ts, ev, msg
-			}'
+				ts = ""; ev = ""; msg = ""
+			}
+			/^__CURSOR=/ { flush(); next }
+			/^__REALTIME_TIMESTAMP=/ { ts = substr($0, 22); next }
+			/^QMD_EVENT=/ { ev = substr($0, 11); next }
+			/^MESSAGE=/ { msg = substr($0, 9); next }
+			END { flush() }'
 }
 
 # ffi_window SETUP NAME WORKLOAD SECONDS: one window; appends a record.
