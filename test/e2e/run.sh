@@ -6,7 +6,7 @@
 # back through the share.
 #
 # Environment:
-#   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 12; 0 is
+#   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 11 13 14 15 16 12; 0 is
 #                   the VM preflight that needs no qmd, 11 upgrades the
 #                   package, 12 removes it)
 #   E2E_TIMEOUT     hard limit for the VM in seconds (default 3000)
@@ -35,7 +35,7 @@ main() {
 	MAKE=${MAKE:-make}
 	timeout_s=${E2E_TIMEOUT:-3000}
 	mem=${E2E_MEM:-4096}
-	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9 10 11 12}
+	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9 10 11 13 14 15 16 12}
 
 	t0=$(date +%s)
 	log() { printf '%s [e2e +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - t0 ))" "$*"; }
@@ -97,6 +97,14 @@ main() {
 	install -m 0755 "$here/vm/harness-run.sh" "$here/vm/scenarios.sh" "$share/"
 	install -m 0755 "$here/vm/e2e-hog" "$share/"
 	install -m 0644 "$here/vm/qmd.toml" "$here/vm/50-crashloop.toml" "$here/vm/qm-containers.conf" "$share/"
+	# Issue #9 (freedom from interference): the benchmark's scenarios, their
+	# qmd drop-ins and ffiprobe (static: it runs on the VM host and in QM).
+	install -m 0755 "$here/vm/ffi.sh" "$share/"
+	install -m 0644 "$here/vm/60-ffi-protect.toml" "$here/vm/61-ffi-io.toml" "$here/vm/62-ffi-disk.toml" "$share/"
+	if ! (cd "$top" && CGO_ENABLED=0 ${GO:-go} build -trimpath -o "$share/ffiprobe" ./test/tools/ffiprobe) >"$build/ffiprobe.log" 2>&1; then
+		log "building ffiprobe FAILED (scenarios 13-16 will FAIL):"
+		sed 's/^/    /' "$build/ffiprobe.log"
+	fi
 	if [ -n "${E2E_QMD_CONFIG:-}" ]; then
 		log "using $E2E_QMD_CONFIG as /etc/qmd/qmd.toml (E2E_QMD_CONFIG)"
 		install -m 0644 "$E2E_QMD_CONFIG" "$share/qmd.toml"
@@ -108,7 +116,8 @@ main() {
 	{
 		printf 'E2E_SCENARIOS=%q\n' "$scenarios"
 		printf 'E2E_VM_TIMEOUT=%q\n' "$(( timeout_s > 600 ? timeout_s - 300 : timeout_s / 2 ))"
-		for v in E2E_CRASH_REPS E2E_RESYNC_WAIT E2E_PRESSURE_WAIT E2E_RESTORE_WAIT E2E_WATCHDOG_SLACK E2E_LOAD_VM_PCT; do
+		for v in E2E_CRASH_REPS E2E_RESYNC_WAIT E2E_PRESSURE_WAIT E2E_RESTORE_WAIT E2E_WATCHDOG_SLACK E2E_LOAD_VM_PCT \
+			E2E_FFI_MODE E2E_FFI_WINDOW E2E_FFI_WORKLOADS; do
 			[ -z "${!v:-}" ] || printf '%s=%q\n' "$v" "${!v}"
 		done
 	} >"$share/env"
@@ -220,6 +229,17 @@ main() {
 	echo "timings: image ${t_image}s, qmd build ${t_install}s (make deb ${t_deb}s, upgrade package ${t_deb_next}s), VM boot to ready ${boot}s (VM uptime), VM run ${t_vm}s, total $(( $(date +%s) - t0 ))s"
 	echo "per scenario: $(grep -E '^(PASS|FAIL) ' "$share/results" | awk '{ print $2 "=" $4 }' | sed 's/:$//' | paste -sd' ' -)"
 	echo "artifacts: $share (results, harness.log, s<n>.log, journal.txt, qmd-journal.txt, journal.export), $console"
+	# The freedom-from-interference table (scenario 13 / make ffi-bench): the
+	# raw records are kept under build/ffi-bench (the share is wiped by the
+	# next run).
+	if [ -s "$share/ffi/results.jsonl" ]; then
+		mkdir -p "$top/build/ffi-bench"
+		cp "$share/ffi/results.jsonl" "$top/build/ffi-bench/results.jsonl"
+		echo
+		echo "===== freedom from interference (plain containers/qm vs qmd; probe latencies ms, PSI ms of ASIL stall) ====="
+		"$share/ffiprobe" report "$top/build/ffi-bench/results.jsonl" | tee "$top/build/ffi-bench/table.txt" || true
+		echo "raw records: $top/build/ffi-bench/results.jsonl"
+	fi
 	return "$bad"
 }
 

@@ -53,6 +53,9 @@ install -m 0644 "$S/units/qm-plain.service" /etc/systemd/system/
 # The plain unit runs the same rootfs with its own /etc and /var, like qm's setup.
 install -m 0755 "$S/e2e-hog" /usr/local/bin/e2e-hog
 install -m 0755 "$S/e2e-hog" /usr/lib/qm/rootfs/usr/local/bin/e2e-hog
+# ffiprobe (issue #9 benchmark): probes on the host, workloads in the partition.
+install -m 0755 "$S/ffiprobe" /usr/local/bin/ffiprobe
+install -m 0755 "$S/ffiprobe" /usr/lib/qm/rootfs/usr/local/bin/ffiprobe
 mkdir -p /etc/qm/containers/containers.conf.d
 install -m 0644 "$S/qm-containers.conf" /etc/qm/containers/containers.conf.d/50-e2e.conf
 cp -a /etc/qm /etc/qm-plain
