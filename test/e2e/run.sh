@@ -6,7 +6,7 @@
 # back through the share.
 #
 # Environment:
-#   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 11 13 14 15 16 12; 0 is
+#   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 11 13 14 15 16 17 12; 0 is
 #                   the VM preflight that needs no qmd, 11 upgrades the
 #                   package, 12 removes it)
 #   E2E_TIMEOUT     hard limit for the VM in seconds (default 3000)
@@ -35,7 +35,7 @@ main() {
 	MAKE=${MAKE:-make}
 	timeout_s=${E2E_TIMEOUT:-3000}
 	mem=${E2E_MEM:-4096}
-	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9 10 11 13 14 15 16 12}
+	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9 10 11 13 14 15 16 17 12}
 
 	t0=$(date +%s)
 	log() { printf '%s [e2e +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - t0 ))" "$*"; }
