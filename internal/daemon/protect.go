@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"go.uber.org/zap"
@@ -57,6 +56,15 @@ func ProtectConfig(cfg *config.Config, memTotal uint64) protect.Config {
 	return pc
 }
 
+// connectSystemd opens the protector's own connection to systemd. The
+// context given to go-systemd lives as long as the connection (godbus
+// closes the connection when it is done): a dial timeout there would close
+// it right after the dial and every later call would fail with "connection
+// closed by user". Dialing the local system bus socket does not block.
+func connectSystemd() (*sddbus.Conn, error) {
+	return sddbus.NewSystemConnectionContext(context.Background())
+}
+
 // newProtector builds the host-level protector (nil when it cannot be
 // made: logged). It talks to systemd when systemd is PID 1. With nothing
 // to protect it still runs (idle: one resync tick), so that a reload can
@@ -69,9 +77,7 @@ func newProtector(cfg *config.Config, log *zap.Logger, rec incident.Sink) (*prot
 		}}
 	closeFn := func() {}
 	if cgroups.SystemdBooted("/run") {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		conn, err := sddbus.NewSystemConnectionContext(ctx)
-		cancel()
+		conn, err := connectSystemd()
 		if err != nil {
 			log.Warn("systemd's D-Bus API not reachable: protected units cannot be resolved (cgroup entries still work)", zap.Error(err))
 		} else {

@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/testutil"
 )
 
 // TestProtectConfig: the protector watches as sensitively as the most
@@ -46,5 +49,34 @@ func TestProtectConfig(t *testing.T) {
 	pc = ProtectConfig(cfg, 8<<30)
 	if err := pc.Validate(); err != nil {
 		t.Errorf("defaults invalid: %v", err)
+	}
+}
+
+// TestConnectSystemdStaysOpen: the protector's systemd connection stays
+// usable after connectSystemd returns (a dial timeout given to go-systemd
+// closed it at once: every unit stayed unresolved, "connection closed by
+// user", in the e2e VM). A private dbus-daemon stands in for the system
+// bus; its own org.freedesktop.DBus answers the call.
+func TestConnectSystemdStaysOpen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a dbus-daemon")
+	}
+	bus := testutil.StartBus(t, testutil.BusOptions{})
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.Addr)
+	conn, err := connectSystemd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(100 * time.Millisecond)
+	if !conn.Connected() {
+		t.Fatal("the systemd connection was closed after connectSystemd returned")
+	}
+	// A unit lookup goes out on the connection: the bus answers it (no
+	// systemd there: an error naming the missing service, not a closed
+	// connection).
+	_, err = conn.GetUnitTypePropertyContext(context.Background(), "x.service", "Service", "ControlGroup")
+	if err == nil || strings.Contains(err.Error(), "closed") {
+		t.Fatalf("lookup on the connection: %v", err)
 	}
 }
