@@ -406,3 +406,42 @@ func TestCPUQuotaComposesWithTheStaticQuota(t *testing.T) {
 		})
 	}
 }
+
+// TestThrottleWriteFailureKeepsState: a memory.high write that fails
+// (systemd or cgroupfs refused it, a timeout under pressure) leaves the
+// throttle where it really is, so the next confirmed window steps from
+// the real limit instead of believing the failed value was set.
+func TestThrottleWriteFailureKeepsState(t *testing.T) {
+	h, root := fakeHost(t)
+	sigs := &fakeSignals{}
+	h.Pressure = sigs
+	logs := observe(h)
+	r := newRecorder()
+	c := newController(t, h, partitionConfig(), r)
+	high := filepath.Join(root, "libpod-0123abcd/memory.high")
+	// A directory in its place: every write fails.
+	if err := os.Remove(high); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(high, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runController(t, c)
+	sigs.send(t, protect.Signal{Kind: protect.Memory, Source: protect.HostSource, At: time.Now(), Stall: 300 * time.Millisecond})
+	testutil.Eventually(t, "the failed write handled", func() bool { return logs.FilterMessage("throttle failed").Len() == 1 })
+	c.mu.Lock()
+	cur := c.thr.current
+	c.mu.Unlock()
+	if cur != infinity || r.Count(incident.Throttle) != 0 {
+		t.Fatalf("after a failed write the throttle believes memory.high is %d (%d throttle incidents)", cur, r.Count(incident.Throttle))
+	}
+	if err := os.Remove(high); err != nil {
+		t.Fatal(err)
+	}
+	write(t, root, map[string]string{"libpod-0123abcd/memory.high": "max\n"})
+	sigs.send(t, protect.Signal{Kind: protect.Memory, Source: protect.HostSource, At: time.Now().Add(3 * time.Second), Stall: 300 * time.Millisecond})
+	r.waitFor(t, "throttle", func() bool { return r.Count(incident.Throttle) == 1 })
+	if got := read(t, high); got == "max" {
+		t.Error("the next window did not throttle")
+	}
+}

@@ -272,7 +272,7 @@ func (c *Controller) onMemoryPressure(now time.Time) {
 	// between must not be followed by a value computed from the old ceiling.
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := c.thr.current
+	old, before := c.thr.current, *c.thr
 	next, changed, held := c.thr.pressure(now, usage, need, self)
 	if !changed {
 		if held != "" {
@@ -285,7 +285,10 @@ func (c *Controller) onMemoryPressure(now time.Time) {
 		zap.Uint64("working_set", need), zap.Uint64("usage", usage))
 	if !c.h.DryRun {
 		if err := c.writeHigh(next); err != nil {
-			c.log.Warn("throttle failed", zap.Error(err))
+			// Not written: the throttle keeps what is really set, and
+			// the next confirmed window tries again.
+			*c.thr = before
+			c.log.Warn("throttle failed", zap.Uint64("memory_high", next), zap.Error(err))
 			return
 		}
 		c.hooks.Condition(supervisor.Throttled, true, "host memory pressure")
