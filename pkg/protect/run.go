@@ -53,6 +53,7 @@ func (p *Protector) Run(ctx context.Context) error {
 			src, err := p.o.OpenTrigger(spec)
 			if err == nil {
 				p.arms.Add(1)
+				p.log.Debug("pressure trigger armed", zap.String("file", spec.Path))
 			}
 			return src, err
 		},

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,12 @@ func TestProtectionBeforePodman(t *testing.T) {
 
 	q.WaitLog(10*time.Second, 1, "msg", "protecting", "cgroup", rel)
 	q.WaitLog(10*time.Second, 1, "msg", "podman not reachable, retrying")
+	// memory, cpu and io pressure of the protected cgroup armed before
+	// the "restart" below (the host's memory pressure is a fourth trigger).
+	q.WaitLogFunc(10*time.Second, 3, "the protected cgroup's 3 pressure triggers armed", func(m map[string]any) bool {
+		f, _ := m["file"].(string)
+		return m["msg"] == "pressure trigger armed" && strings.HasPrefix(f, dir+"/")
+	})
 	if n := q.Count("msg", "partition running"); n != 0 {
 		t.Fatalf("partition running without Podman?")
 	}
