@@ -223,6 +223,13 @@ type Pressure struct {
 	// CPU: ASIL cpu pressure above CPUThreshold -> CPUQuota on the partition.
 	CPUThreshold Duration `toml:"cpu_threshold"`
 	CPUQuota     string   `toml:"cpu_quota"`
+	// HostReserve: a confirmed host or ASIL memory pressure window while
+	// the host's MemAvailable is below this kills the partition's largest
+	// process (the kernel OOM killer's pick) instead of throttling: the
+	// host is then so short that the kernel's own OOM kill is near, and
+	// the thrashing before it stalls the ASIL processes. 0 leaves it to
+	// the kernel.
+	HostReserve Size `toml:"host_reserve"`
 }
 
 // Protect names an ASIL process group whose oom_score_adj qmd sets and
@@ -299,6 +306,7 @@ func DefaultPartition(name string) Partition {
 			StallAction:    "kill-offender",
 			CPUThreshold:   Duration{200 * time.Millisecond},
 			CPUQuota:       "50%",
+			HostReserve:    Size{Percent: 10, Set: true, Original: "10%"},
 		},
 		IO: DefaultIO(),
 		Liveness: Liveness{

@@ -330,9 +330,17 @@ func (v *validator) partition(pre string, p *Partition) {
 	if !pr.Floor.Set || pr.Floor.IsInfinity() {
 		v.fail(pre+".pressure.floor", "must be a finite size or percentage")
 	}
+	if pr.HostReserve.IsInfinity() || pr.HostReserve.Percent > maxHostReservePercent {
+		v.fail(pre+".pressure.host_reserve", "%s: use a size or at most %d%% of the host's memory (0 leaves it to the kernel's OOM killer); more would kill partition processes under ordinary use",
+			pr.HostReserve, maxHostReservePercent)
+	}
 	v.validateIO(pre, p.IO, pr.Window.Duration)
 	v.liveness(pre+".liveness", p.Liveness)
 }
+
+// maxHostReservePercent bounds pressure.host_reserve: a host with half its
+// memory available is not short of memory.
+const maxHostReservePercent = 50
 
 func (v *validator) liveness(pre string, l Liveness) {
 	if l.Interval.Duration < time.Second {

@@ -42,6 +42,10 @@ const (
 	// SystemdUnresponsive: the partition's systemd stopped answering on its
 	// private socket; the partition is killed and restarted.
 	SystemdUnresponsive Type = "systemd-unresponsive"
+	// HostMemoryLow: under confirmed memory pressure the host's available
+	// memory fell below pressure.host_reserve; the partition's largest
+	// process was killed before the kernel's OOM killer had to.
+	HostMemoryLow Type = "host-memory-low"
 )
 
 // Incident is one recorded event. ID and Time are set by the store when

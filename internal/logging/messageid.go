@@ -34,6 +34,7 @@ var messageIDs = map[incident.Type]string{
 
 	// The last rung of the reaction ladder (#9).
 	incident.SystemdUnresponsive: "d60fbc5ae8ab407bb6c3c6f2ddbace85",
+	incident.HostMemoryLow:       "6843828c3206461383979261d5eb24a2",
 }
 
 // types lists the incident types in declaration order.
@@ -62,6 +63,7 @@ var types = []incident.Type{
 	incident.IOThrottle,
 	incident.DiskBudget,
 	incident.SystemdUnresponsive,
+	incident.HostMemoryLow,
 }
 
 // MessageID returns the fixed journal MESSAGE_ID (32 lower-case hex

@@ -2,6 +2,7 @@ package oom
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -65,5 +66,56 @@ func TestLargest(t *testing.T) {
 	}
 	if _, err := ReadBadness(f.proc, 99); !errors.Is(err, ErrProcessGone) {
 		t.Errorf("missing process: %v", err)
+	}
+}
+
+// TestFootprint: what a kill gives back is VmRSS + VmSwap; a status file
+// without them (a kernel thread) or with garbage counts as nothing.
+func TestFootprint(t *testing.T) {
+	f := newFake(t)
+	for pid, status := range map[int]string{
+		2: "Name:\thog\nVmPeak:\t 9999 kB\nVmRSS:\t    2048 kB\nRssAnon:\t 2000 kB\nVmSwap:\t  1024 kB\n",
+		3: "Name:\tkthreadd\nState:\tS (sleeping)\n",
+		4: "Name:\tx\nVmRSS:\tlots kB\nVmSwap:\t1 MB\n",
+	} {
+		f.addProc(pid, part, 500, "p")
+		write(t, filepath.Join(f.proc, strconv.Itoa(pid), "oom_score"), "1000\n")
+		write(t, filepath.Join(f.proc, strconv.Itoa(pid), "status"), status)
+	}
+	for pid, want := range map[int]uint64{2: 3072 << 10, 3: 0, 4: 0} {
+		b, err := ReadBadness(f.proc, pid)
+		if err != nil || b.Footprint != want {
+			t.Errorf("pid %d: footprint %d (%v), want %d", pid, b.Footprint, err, want)
+		}
+	}
+	if b, err := ReadBadness("/proc", os.Getpid()); err != nil || b.Footprint < 1<<20 {
+		t.Errorf("this test process: footprint %d (%v), want its RSS", b.Footprint, err)
+	}
+}
+
+// TestHighestElsewhere: the host's largest oom_score outside a set of
+// pids; unreadable entries and non-pid names are skipped.
+func TestHighestElsewhere(t *testing.T) {
+	f := newFake(t)
+	for _, p := range []struct{ pid, score int }{{1, 1}, {2, 1300}, {3, 700}, {4, 650}} {
+		f.addProc(p.pid, part, 0, "p"+strconv.Itoa(p.pid))
+		write(t, filepath.Join(f.proc, strconv.Itoa(p.pid), "oom_score"), strconv.Itoa(p.score)+"\n")
+	}
+	f.addProc(5, part, 0, "bad")
+	write(t, filepath.Join(f.proc, "5", "oom_score"), "x\n")
+	write(t, filepath.Join(f.proc, "self", "oom_score"), "2000\n")
+	b, ok, err := HighestElsewhere(f.proc, map[int]bool{2: true})
+	if err != nil || !ok || b.PID != 3 || b.Score != 700 || b.Comm != "p3" {
+		t.Errorf("got %+v %v %v, want pid 3 (700)", b, ok, err)
+	}
+	if _, ok, err := HighestElsewhere(f.proc, map[int]bool{1: true, 2: true, 3: true, 4: true, 5: true}); ok || err != nil {
+		t.Errorf("everything excluded: ok %v err %v", ok, err)
+	}
+	if _, _, err := HighestElsewhere(filepath.Join(f.proc, "missing"), nil); err == nil {
+		t.Error("no error for a missing /proc")
+	}
+	// The real /proc: this process is among them.
+	if b, ok, err := HighestElsewhere("/proc", nil); err != nil || !ok || b.PID <= 0 {
+		t.Errorf("real /proc: %+v %v %v", b, ok, err)
 	}
 }

@@ -54,9 +54,12 @@ type Host struct {
 	Booted   bool                       // systemd is PID 1
 	MemTotal uint64
 	PidMax   uint64
-	DryRun   bool
-	Resync   time.Duration
-	Log      *zap.Logger
+	// MemAvailable reads the host's available memory (hostinfo); nil:
+	// unknown, the host-low rung stays off.
+	MemAvailable func() (uint64, error)
+	DryRun       bool
+	Resync       time.Duration
+	Log          *zap.Logger
 	// Pressure delivers the host-level protector's confirmed host and
 	// ASIL pressure signals (pkg/protect); nil: none (no [[protect]] and
 	// no host_memory, or tests).
@@ -83,7 +86,7 @@ func Factory(cfg *config.Config, log *zap.Logger, prot *protect.Protector) super
 	facts := hostinfo.Read()
 	h := &Host{
 		Hier: hier, ProcRoot: "/proc", Booted: cgroups.SystemdBooted("/run"),
-		MemTotal: facts.MemTotal, PidMax: facts.PidMax,
+		MemTotal: facts.MemTotal, PidMax: facts.PidMax, MemAvailable: hostinfo.MemAvailable,
 		DryRun: cfg.Policy.DryRun, Resync: cfg.Policy.Resync.Duration,
 		Log: log,
 	}
@@ -114,15 +117,16 @@ type Controller struct {
 	log    *zap.Logger
 	audit  *oom.Auditor
 
-	mu        sync.Mutex
-	thr       *throttle
-	cpuLimit  bool
-	forks     []time.Time
-	stalls    []time.Time // consecutive full-pressure windows
-	lastStall time.Time   // the last full-pressure window
-	kills     []time.Time // offenders killed during the current stall
-	selfFull  sample      // the partition's own full memory stall total at the last throttle step
-	io        ioState     // the IO policy and its reaction to ASIL IO pressure (io.go)
+	mu          sync.Mutex
+	thr         *throttle
+	cpuLimit    bool
+	forks       []time.Time
+	stalls      []time.Time // consecutive full-pressure windows
+	lastStall   time.Time   // the last full-pressure window
+	kills       []time.Time // offenders killed during the current stall
+	lastPreempt time.Time   // the last host-low kill (hostlow.go)
+	selfFull    sample      // the partition's own full memory stall total at the last throttle step
+	io          ioState     // the IO policy and its reaction to ASIL IO pressure (io.go)
 
 	wakeups  atomic.Uint64 // PSI trigger wake-ups (firings) handled
 	spurious atomic.Uint64 // of which the pressure totals did not confirm

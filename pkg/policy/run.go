@@ -258,6 +258,9 @@ func (c *Controller) onForkBomb(ev cgroups.Event) {
 }
 
 func (c *Controller) onMemoryPressure(now time.Time) {
+	if c.preemptHostLow(now) {
+		return
+	}
 	need, usage, err := c.cg.MemoryWorkingSet()
 	if err != nil {
 		// No memory.stat: the throttle falls back to half the usage at
@@ -469,7 +472,10 @@ func (c *Controller) onStall(ctx context.Context, now time.Time) {
 		}
 		return
 	}
-	if c.relaxForStall(now) {
+	// Raising memory.high while the host is below its reserve because of
+	// the partition would hand it the host's last memory: then the
+	// offender goes.
+	if _, _, short := c.hostLowPick(); !short && c.relaxForStall(now) {
 		return
 	}
 	c.killOffender(now)
@@ -526,11 +532,7 @@ func (c *Controller) killOffender(now time.Time) {
 		}
 		return
 	}
-	procs, err := c.cg.Processes()
-	if err != nil {
-		c.log.Warn("listing the stalled partition's processes", zap.Error(err))
-	}
-	b, ok := oom.Largest(c.h.ProcRoot, procs, c.pid)
+	b, ok := c.largest()
 	if !ok {
 		c.record(incident.Stall, "partition stalled on memory and no process but its init can be killed: restarting the partition",
 			map[string]string{"action": "restart", "at": at})
@@ -539,26 +541,46 @@ func (c *Controller) killOffender(now time.Time) {
 		}
 		return
 	}
-	d := map[string]string{"action": "kill-offender", "pid": strconv.Itoa(b.PID), "comm": b.Comm,
-		"oom_score": strconv.Itoa(b.Score), "oom_score_adj": strconv.Itoa(b.ScoreAdj), "cgroup": b.Cgroup, "at": at}
-	what := fmt.Sprintf("partition stalled on memory: killed the offender %s (pid %d, oom_score %d)", b.Comm, b.PID, b.Score)
+	d, victim := c.killVictim(b, "kill-offender", at)
+	c.mu.Lock()
+	c.kills = append(c.kills, now)
+	c.mu.Unlock()
+	c.record(incident.Stall, "partition stalled on memory: "+victim, d)
+}
+
+// largest is the partition process the kernel's OOM killer would pick
+// (never the partition's init).
+func (c *Controller) largest() (oom.Badness, bool) {
+	procs, err := c.cg.Processes()
+	if err != nil {
+		c.log.Warn("listing the partition's processes", zap.Error(err))
+	}
+	return oom.Largest(c.h.ProcRoot, procs, c.pid)
+}
+
+// killVictim kills b (unless dry-run) and returns an incident's details
+// and the words that name what was done ("killed the offender hog (pid 7,
+// oom_score 1100) in nested container 0123456789ab", or why killing it
+// failed).
+func (c *Controller) killVictim(b oom.Badness, action, at string) (map[string]string, string) {
+	d := map[string]string{"action": action, "pid": strconv.Itoa(b.PID), "comm": b.Comm,
+		"oom_score": strconv.Itoa(b.Score), "oom_score_adj": strconv.Itoa(b.ScoreAdj), "cgroup": b.Cgroup,
+		"footprint": strconv.FormatUint(b.Footprint, 10), "at": at}
+	who := fmt.Sprintf("the offender %s (pid %d, oom_score %d, %s)", b.Comm, b.PID, b.Score, human(b.Footprint))
 	if id := nestedContainer(b.Cgroup, c.cg.Path()); id != "" {
 		d["nested_container"] = id
-		what += " in nested container " + id
+		who += " in nested container " + id
 	}
+	c.log.Warn("killing a partition process", zap.String("action", action), zap.Int("pid", b.PID), zap.String("comm", b.Comm),
+		zap.Int("oom_score", b.Score), zap.Uint64("footprint", b.Footprint), zap.String("cgroup", b.Cgroup))
 	if !c.h.DryRun {
 		if err := c.kill(b.PID, c.cg.Path()); err != nil {
 			c.log.Warn("killing the offender failed", zap.Int("pid", b.PID), zap.String("comm", b.Comm), zap.Error(err))
 			d["error"] = err.Error()
-			what = fmt.Sprintf("partition stalled on memory: killing the offender %s (pid %d, oom_score %d) failed: %v", b.Comm, b.PID, b.Score, err)
+			return d, fmt.Sprintf("killing %s failed: %v", who, err)
 		}
 	}
-	c.mu.Lock()
-	c.kills = append(c.kills, now)
-	c.mu.Unlock()
-	c.log.Warn("partition stalled on memory: killing the offender", zap.Int("pid", b.PID), zap.String("comm", b.Comm),
-		zap.Int("oom_score", b.Score), zap.String("cgroup", b.Cgroup))
-	c.record(incident.Stall, what, d)
+	return d, "killed " + who
 }
 
 // killProcess sends SIGKILL to pid through a pidfd, after checking that
