@@ -49,11 +49,10 @@ type ioState struct {
 func resolveIODevice(sysRoot, p string) (cgroups.Device, error) {
 	var d cgroups.Device
 	if !strings.HasPrefix(p, "/") {
-		ma, mi, ok := config.ParseMajMin(p)
-		if !ok {
-			return d, fmt.Errorf("%q is not MAJ:MIN", p)
+		var err error
+		if d, err = cgroups.ParseDevice(p); err != nil {
+			return d, err
 		}
-		d = cgroups.Device{Major: ma, Minor: mi}
 	} else {
 		var st unix.Stat_t
 		if err := unix.Stat(p, &st); err != nil {
