@@ -5,17 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/supervisor"
@@ -54,26 +52,16 @@ func resolveIODevice(sysRoot, p string) (cgroups.Device, error) {
 			return d, err
 		}
 	} else {
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			return d, fmt.Errorf("stat %s: %w", p, err)
+		major, minor, err := hostinfo.BlockDevice(p)
+		if err != nil {
+			return d, err
 		}
-		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-			return d, fmt.Errorf("%s is not a block device", p)
-		}
-		d = cgroups.Device{Major: unix.Major(uint64(st.Rdev)), Minor: unix.Minor(uint64(st.Rdev))}
+		d = cgroups.Device{Major: major, Minor: minor}
 	}
-	// /sys/dev/block/MAJ:MIN links to the device's directory; a
-	// partition's (it has a "partition" file) sits in its disk's.
-	dir, err := filepath.EvalSymlinks(filepath.Join(sysRoot, "dev", "block", d.String()))
-	if err != nil {
-		return d, nil // no sysfs entry (tests, an odd host): as configured
-	}
-	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(dir), "dev")); err == nil {
-			if whole, err := cgroups.ParseDevice(strings.TrimSpace(string(b))); err == nil {
-				return whole, nil
-			}
+	// No sysfs entry (tests, an odd host): the device as configured.
+	if b, ok := hostinfo.LookupBlock(sysRoot, d.String()); ok && b.DiskDevno != "" {
+		if whole, err := cgroups.ParseDevice(b.DiskDevno); err == nil {
+			return whole, nil
 		}
 	}
 	return d, nil
