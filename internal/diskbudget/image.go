@@ -439,8 +439,20 @@ func (im Image) checkFree(need uint64) error {
 // allocate creates the image file with all its blocks allocated: the host
 // filesystem's free space is taken up front, so the image can neither fail
 // later for lack of space nor take more than Max.
-func (im Image) allocate(file string) error {
-	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600)
+func (im Image) allocate(file string) error { return im.fallocate(file, os.O_CREATE, 0) }
+
+// extend grows the image file from size to Max, preallocated.
+func (im Image) extend(size int64) error {
+	if err := im.checkFree(im.Max - uint64(size)); err != nil {
+		return err
+	}
+	return im.fallocate(im.File, 0, size)
+}
+
+// fallocate allocates file's blocks from off up to Max and syncs it; flag
+// is added to O_RDWR (O_CREATE for a new file).
+func (im Image) fallocate(file string, flag int, off int64) error {
+	f, err := os.OpenFile(file, os.O_RDWR|flag, 0o600)
 	if err != nil {
 		return fmt.Errorf("disk budget: %w", err)
 	}
@@ -448,24 +460,8 @@ func (im Image) allocate(file string) error {
 	// Mode 0 allocates the holes and leaves written blocks as they are:
 	// also used to fill the holes mkfs (zeroing by hole punching) and
 	// fstrim (discard through the loop device) leave behind.
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, int64(im.Max)); err != nil {
+	if err := unix.Fallocate(int(f.Fd()), 0, off, int64(im.Max)-off); err != nil {
 		return fmt.Errorf("disk budget: fallocate %s to %s: %w", file, human(im.Max), err)
-	}
-	return f.Sync()
-}
-
-// extend grows the image file from size to Max, preallocated.
-func (im Image) extend(size int64) error {
-	if err := im.checkFree(im.Max - uint64(size)); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(im.File, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("disk budget: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Fallocate(int(f.Fd()), 0, size, int64(im.Max)-size); err != nil {
-		return fmt.Errorf("disk budget: fallocate %s to %s: %w", im.File, human(im.Max), err)
 	}
 	return f.Sync()
 }
