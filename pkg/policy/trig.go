@@ -23,9 +23,8 @@ const (
 // in tests.
 type psiSource = cgroups.PSISource
 
-func openPSITrigger(spec cgroups.PSITriggerSpec) (psiSource, error) {
-	return cgroups.OpenPSISource(spec)
-}
+// openPSITrigger registers a real PSI trigger (the controller's default).
+var openPSITrigger = cgroups.OpenPSISource
 
 // Re-arm backoff of a trigger that ended (its cgroup went away) or could
 // not be registered: from rearmMin, doubling, up to the resync period.

@@ -153,9 +153,6 @@ func (c Config) Validate() error {
 // tests. C is closed when the trigger ended (Err says why).
 type Source = cgroups.PSISource
 
-// OpenPSITrigger registers a real PSI trigger.
-func OpenPSITrigger(spec cgroups.PSITriggerSpec) (Source, error) { return cgroups.OpenPSISource(spec) }
-
 // Incident is something the operator must be able to find later (the
 // daemon records it in the incident store).
 type Incident struct {
@@ -275,7 +272,7 @@ func New(o Options, cfg Config) (*Protector, error) {
 		o.Log = zap.NewNop()
 	}
 	if o.OpenTrigger == nil {
-		o.OpenTrigger = OpenPSITrigger
+		o.OpenTrigger = cgroups.OpenPSISource
 	}
 	if o.ReadPSI == nil {
 		o.ReadPSI = cgroups.ReadPSI
