@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,30 +13,21 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/containers/qmd/internal/hostinfo"
 )
 
 // memTotal is MemTotal of /proc/meminfo in bytes.
 func memTotal() (int64, error) {
-	f, err := os.Open("/proc/meminfo")
+	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(fields[1], 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("/proc/meminfo MemTotal %q: %w", fields[1], err)
-			}
-			return kb * 1024, nil
-		}
+	n := hostinfo.ParseMemTotal(b)
+	if n == 0 {
+		return 0, errors.New("/proc/meminfo has no MemTotal")
 	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("/proc/meminfo has no MemTotal")
+	return int64(n), nil
 }
 
 // parseSize reads "256M", "1G", "4096" (bytes; K/M/G/T are powers of 1024).
