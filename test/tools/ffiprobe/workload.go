@@ -4,16 +4,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/hostinfo"
 )
 
@@ -30,30 +30,14 @@ func memTotal() (int64, error) {
 	return int64(n), nil
 }
 
-// parseSize reads "256M", "1G", "4096" (bytes; K/M/G/T are powers of 1024).
+// parseSize reads "256M", "1G", "4096": qmd's size syntax (bytes; K/M/G/T
+// are powers of 1024), a positive byte count.
 func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v <= 0 {
+	v, err := config.ParseSize(s)
+	if err != nil || v.Percent > 0 || v.Bytes == 0 || v.Bytes > math.MaxInt64 {
 		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M, G or T suffix", s)
 	}
-	return v * mult, nil
+	return int64(v.Bytes), nil
 }
 
 // runMemHog maps -pct % of RAM anonymously, writes every page and holds it
