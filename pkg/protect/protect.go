@@ -230,7 +230,7 @@ type Protector struct {
 	fallbackWarned    bool
 
 	subMu sync.Mutex
-	subs  map[int]*subscriber
+	subs  map[int]chan Signal // by subscription
 	next  int
 
 	stMu   sync.Mutex
@@ -280,7 +280,7 @@ func New(o Options, cfg Config) (*Protector, error) {
 	if o.RearmMin <= 0 {
 		o.RearmMin = time.Second
 	}
-	p := &Protector{o: o, log: o.Log, cfg: cfg, reconf: make(chan reconfReq), subs: map[int]*subscriber{}}
+	p := &Protector{o: o, log: o.Log, cfg: cfg, reconf: make(chan reconfReq), subs: map[int]chan Signal{}}
 	p.au = newAuditor(p)
 	return p, nil
 }
