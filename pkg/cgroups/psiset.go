@@ -66,9 +66,8 @@ type PSIWatch struct {
 	// Owner is the user's: e.g. what a firing means.
 	Owner any
 
-	path    string
 	src     PSISource
-	reg     PSITriggerSpec
+	reg     PSITriggerSpec // as registered; its Path is the file
 	gen     int
 	stop    chan struct{}
 	conf    PSIConfirmer
@@ -85,7 +84,7 @@ type PSIWatch struct {
 func (w *PSIWatch) Armed() bool { return w.src != nil }
 
 // File is the pressure file the trigger was last registered on.
-func (w *PSIWatch) File() string { return w.path }
+func (w *PSIWatch) File() string { return w.reg.Path }
 
 // Registered is the trigger as the kernel accepted it (window and
 // threshold after a fallback).
@@ -201,7 +200,7 @@ func (s *PSISet) try(w *PSIWatch, now time.Time) bool {
 	err := s.arm(w, now)
 	if err == nil {
 		if w.reported {
-			s.note(PSINote{Kind: PSIRearmed, Watch: w, Path: w.path})
+			s.note(PSINote{Kind: PSIRearmed, Watch: w, Path: w.reg.Path})
 		}
 		w.reported = false
 		return true
@@ -237,7 +236,7 @@ func (s *PSISet) arm(w *PSIWatch, now time.Time) error {
 		w.warned = true
 		s.note(PSINote{Kind: PSIFallback, Watch: w, Path: file, Reason: reg.Warning})
 	}
-	w.path, w.src, w.down, w.backoff = file, src, false, 0
+	w.src, w.down, w.backoff = src, false, 0
 	w.gen++
 	w.stop = make(chan struct{})
 	// The kernel counts a new trigger's stall from its registration: so
@@ -314,7 +313,7 @@ func (s *PSISet) Handle(ev PSIEvent, now time.Time) (confirmed bool, growth uint
 		s.disarm(w)
 		if !w.reported {
 			w.reported = true
-			s.note(PSINote{Kind: PSIEnded, Watch: w, Path: w.path, Err: err})
+			s.note(PSINote{Kind: PSIEnded, Watch: w, Path: w.reg.Path, Err: err})
 		}
 		w.backoff = 0
 		s.retryLater(w, now)
@@ -327,7 +326,7 @@ func (s *PSISet) Handle(ev PSIEvent, now time.Time) (confirmed bool, growth uint
 	}
 	if !confirmed {
 		w.spurious++
-		s.note(PSINote{Kind: PSISpurious, Watch: w, Path: w.path, Growth: growth, Err: err})
+		s.note(PSINote{Kind: PSISpurious, Watch: w, Path: w.reg.Path, Growth: growth, Err: err})
 	}
 	return confirmed, growth
 }
