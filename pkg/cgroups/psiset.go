@@ -71,7 +71,6 @@ type PSIWatch struct {
 	gen     int
 	stop    chan struct{}
 	conf    PSIConfirmer
-	down    bool
 	retryAt time.Time
 	backoff time.Duration
 	// reported: the current outage was noted; warned: a window fallback
@@ -93,8 +92,9 @@ func (w *PSIWatch) Registered() PSITriggerSpec { return w.reg }
 // Counts are the firings handled and how many of them were spurious.
 func (w *PSIWatch) Counts() (fired, spurious uint64) { return w.fired, w.spurious }
 
-// Due reports whether the watch is down and its retry is due at now.
-func (w *PSIWatch) Due(now time.Time) bool { return w.down && !now.Before(w.retryAt) }
+// Due reports whether the watch is down (not armed) and its retry is due
+// at now.
+func (w *PSIWatch) Due(now time.Time) bool { return w.src == nil && !now.Before(w.retryAt) }
 
 // PSIEvent is a firing (or the end, Gone) of one arm of a watch.
 type PSIEvent struct {
@@ -158,7 +158,6 @@ func (s *PSISet) note(n PSINote) {
 // Add wants a watch and tries to arm it at once; it reports whether it
 // was armed.
 func (s *PSISet) Add(w *PSIWatch, now time.Time) bool {
-	w.down = true
 	s.watches = append(s.watches, w)
 	return s.try(w, now)
 }
@@ -178,12 +177,12 @@ func (s *PSISet) Remove(w *PSIWatch) {
 // knows its path changed).
 func (s *PSISet) Disarm(w *PSIWatch, retryAt time.Time) {
 	s.disarm(w)
-	w.down, w.retryAt, w.backoff = true, retryAt, 0
+	w.retryAt, w.backoff = retryAt, 0
 }
 
 // Retry makes a down watch due at now (the user knows its cgroup is back).
 func (s *PSISet) Retry(w *PSIWatch, now time.Time) {
-	if w.down {
+	if w.src == nil {
 		w.retryAt, w.backoff = now, 0
 	}
 }
@@ -236,7 +235,7 @@ func (s *PSISet) arm(w *PSIWatch, now time.Time) error {
 		w.warned = true
 		s.note(PSINote{Kind: PSIFallback, Watch: w, Path: file, Reason: reg.Warning})
 	}
-	w.src, w.down, w.backoff = src, false, 0
+	w.src, w.backoff = src, 0
 	w.gen++
 	w.stop = make(chan struct{})
 	// The kernel counts a new trigger's stall from its registration: so
@@ -294,7 +293,6 @@ func (s *PSISet) retryLater(w *PSIWatch, now time.Time) {
 		w.backoff *= 2
 	}
 	w.backoff = min(w.backoff, max(hi, lo))
-	w.down = true
 	w.retryAt = now.Add(w.backoff)
 }
 
@@ -346,7 +344,7 @@ func (s *PSISet) Rearm(now time.Time) []*PSIWatch {
 func (s *PSISet) NextRetry() (time.Time, bool) {
 	var next time.Time
 	for _, w := range s.watches {
-		if w.down && (next.IsZero() || w.retryAt.Before(next)) {
+		if w.src == nil && (next.IsZero() || w.retryAt.Before(next)) {
 			next = w.retryAt
 		}
 	}
