@@ -86,28 +86,21 @@ func OSLintHost() LintHost {
 }
 
 // addBlockDevice records a block device and, when it is a partition, its
-// disk (/sys/dev/block/MAJ:MIN resolves to .../block/vda/vda1).
+// disk.
 func addBlockDevice(h LintHost, devno, mnt string) {
-	target, err := filepath.EvalSymlinks(filepath.Join("/sys/dev/block", devno))
-	if err != nil {
+	b, ok := hostinfo.LookupBlock("/sys", devno)
+	if !ok {
 		return // not a block device (tmpfs, overlay, proc have major 0)
 	}
-	if _, ok := h.HostBlockDevices[devno]; !ok || mnt == "/" {
-		h.HostBlockDevices[devno] = mnt
-		h.HostBlockNames[filepath.Base(target)] = mnt
+	record := func(devno, name string) {
+		if _, ok := h.HostBlockDevices[devno]; !ok || mnt == "/" {
+			h.HostBlockDevices[devno] = mnt
+			h.HostBlockNames[name] = mnt
+		}
 	}
-	if _, err := os.Stat(filepath.Join(target, "partition")); err != nil {
-		return
-	}
-	parent := filepath.Dir(target)
-	b, err := os.ReadFile(filepath.Join(parent, "dev"))
-	if err != nil {
-		return
-	}
-	pdev := strings.TrimSpace(string(b))
-	if _, ok := h.HostBlockDevices[pdev]; !ok || mnt == "/" {
-		h.HostBlockDevices[pdev] = mnt
-		h.HostBlockNames[filepath.Base(parent)] = mnt
+	record(devno, b.Name)
+	if b.DiskDevno != "" {
+		record(b.DiskDevno, b.Disk)
 	}
 }
 
@@ -130,11 +123,11 @@ func ParseMountinfoDevices(b []byte) map[string]string {
 }
 
 func blockDeviceNumber(p string) string {
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+	major, minor, err := hostinfo.BlockDevice(p)
+	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	return fmt.Sprintf("%d:%d", major, minor)
 }
 
 // systemDirs are the host directories a rootfs must never be: the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
+	"github.com/containers/qmd/internal/testutil"
 	"github.com/containers/qmd/pkg/liveness"
 	"github.com/containers/qmd/pkg/supervisor"
 )
@@ -97,16 +98,6 @@ func fastLiveness() config.Liveness {
 		Timeout: config.Duration{Duration: 20 * time.Millisecond}, Failures: 3, BootGrace: config.Duration{Duration: time.Hour}}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestLivenessRestartsOnce: systemd answers once, then hangs: one incident
 // systemd-unresponsive and one restart request through the policy hooks.
 func TestLivenessRestartsOnce(t *testing.T) {
@@ -114,7 +105,7 @@ func TestLivenessRestartsOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	waitFor(t, "a restart", func() bool { n, _ := rec.counts(); return n > 0 })
+	testutil.Eventually(t, "a restart", func() bool { n, _ := rec.counts(); return n > 0 })
 	time.Sleep(300 * time.Millisecond) // no second report
 	cancel()
 	if err := <-done; err != nil {
@@ -142,21 +133,21 @@ func TestLivenessPausedWhileThrottledOrFrozen(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	waitFor(t, "the first answer", func() bool { return pr.n.Load() >= 1 })
+	testutil.Eventually(t, "the first answer", func() bool { return pr.n.Load() >= 1 })
 	rec.hooks.Condition(supervisor.Throttled, true, "host memory pressure")
 	if err := r.Freeze(ctx); err != nil || !inner.isFrozen() {
 		t.Fatalf("freeze: %v", err)
 	}
 	rec.hooks.Condition(supervisor.Throttled, false, "pressure gone")
 	before := pr.n.Load()
-	waitFor(t, "probes while paused", func() bool { return pr.n.Load() >= before+10 })
+	testutil.Eventually(t, "probes while paused", func() bool { return pr.n.Load() >= before+10 })
 	if n, _ := rec.counts(); n != 0 {
 		t.Fatalf("restarted while frozen (throttle lifted)")
 	}
 	if err := r.Thaw(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a restart after thaw", func() bool { n, _ := rec.counts(); return n == 1 })
+	testutil.Eventually(t, "a restart after thaw", func() bool { n, _ := rec.counts(); return n == 1 })
 }
 
 // TestLivenessDisabled: enable = false leaves the policy as it is.
@@ -181,7 +172,7 @@ func TestLivenessNotSystemd(t *testing.T) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = r.Run(ctx) }()
-	waitFor(t, "probes", func() bool { return n.Load() >= 10 })
+	testutil.Eventually(t, "probes", func() bool { return n.Load() >= 10 })
 	cancel()
 	if a, b := rec.counts(); a != 0 || b != 0 {
 		t.Fatalf("restarts %d incidents %d for an init that is not systemd", a, b)

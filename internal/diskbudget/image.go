@@ -200,13 +200,14 @@ func (im Image) reuse(ctx context.Context, size int64) (Result, error) {
 	if err := removeContents(im.Path); err != nil { // empty directories only, checked above
 		return Result{}, fmt.Errorf("disk budget: %w", err)
 	}
-	if err := mount(ctx, im.File, im.Path); err != nil {
+	loop, err := mount(ctx, im.File, im.Path)
+	if err != nil {
 		return Result{}, err
 	}
 	if err := recreate(im.Path, skel); err != nil {
 		return Result{}, err
 	}
-	return im.result(act, 0)
+	return im.result(act, loop, 0)
 }
 
 // dirEntry is an empty directory below the writable-state directory, to
@@ -343,13 +344,14 @@ func (im Image) create(ctx context.Context) (Result, error) {
 			return Result{}, fmt.Errorf("disk budget: %s was copied into %s, removing the original failed (the next start refuses until it is empty): %w", im.Path, im.File, err)
 		}
 	}
-	if err := mount(ctx, im.File, im.Path); err != nil {
+	loop, err := mount(ctx, im.File, im.Path)
+	if err != nil {
 		return Result{}, err
 	}
 	if act != Migrated {
 		data = 0
 	}
-	return im.result(act, data)
+	return im.result(act, loop, data)
 }
 
 // cleanInterrupted removes what a creation cut short (qmd killed during a
@@ -375,7 +377,7 @@ func (im Image) copyInto(ctx context.Context, img string) error {
 		return fmt.Errorf("disk budget: %w", err)
 	}
 	defer func() { _ = os.Remove(tmp) }()
-	if err := mount(ctx, img, tmp); err != nil {
+	if _, err := mount(ctx, img, tmp); err != nil {
 		return err
 	}
 	umounted := false
@@ -406,9 +408,10 @@ func (im Image) copyInto(ctx context.Context, img string) error {
 	return nil
 }
 
-func (im Image) result(act Action, moved uint64) (Result, error) {
-	r := Result{Action: act, Moved: moved}
-	r.Loop, _, _ = mountSource(im.Path)
+// result is what Ensure did once the image is mounted on Path through
+// the loop device loop (as mount found it).
+func (im Image) result(act Action, loop string, moved uint64) (Result, error) {
+	r := Result{Action: act, Loop: loop, Moved: moved}
 	r.Used, r.Size = usage(im.Path)
 	return r, nil
 }
@@ -436,8 +439,20 @@ func (im Image) checkFree(need uint64) error {
 // allocate creates the image file with all its blocks allocated: the host
 // filesystem's free space is taken up front, so the image can neither fail
 // later for lack of space nor take more than Max.
-func (im Image) allocate(file string) error {
-	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600)
+func (im Image) allocate(file string) error { return im.fallocate(file, os.O_CREATE, 0) }
+
+// extend grows the image file from size to Max, preallocated.
+func (im Image) extend(size int64) error {
+	if err := im.checkFree(im.Max - uint64(size)); err != nil {
+		return err
+	}
+	return im.fallocate(im.File, 0, size)
+}
+
+// fallocate allocates file's blocks from off up to Max and syncs it; flag
+// is added to O_RDWR (O_CREATE for a new file).
+func (im Image) fallocate(file string, flag int, off int64) error {
+	f, err := os.OpenFile(file, os.O_RDWR|flag, 0o600)
 	if err != nil {
 		return fmt.Errorf("disk budget: %w", err)
 	}
@@ -445,39 +460,23 @@ func (im Image) allocate(file string) error {
 	// Mode 0 allocates the holes and leaves written blocks as they are:
 	// also used to fill the holes mkfs (zeroing by hole punching) and
 	// fstrim (discard through the loop device) leave behind.
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, int64(im.Max)); err != nil {
+	if err := unix.Fallocate(int(f.Fd()), 0, off, int64(im.Max)-off); err != nil {
 		return fmt.Errorf("disk budget: fallocate %s to %s: %w", file, human(im.Max), err)
 	}
 	return f.Sync()
 }
 
-// extend grows the image file from size to Max, preallocated.
-func (im Image) extend(size int64) error {
-	if err := im.checkFree(im.Max - uint64(size)); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(im.File, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("disk budget: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Fallocate(int(f.Fd()), 0, size, int64(im.Max)-size); err != nil {
-		return fmt.Errorf("disk budget: fallocate %s to %s: %w", im.File, human(im.Max), err)
-	}
-	return f.Sync()
-}
-
-// mount loop-mounts img on dir. mount(8) sets up the loop device with
-// autoclear: it is released when the filesystem is unmounted. The mount is
-// made in the host's mount namespace (qmd.service has no private mounts),
-// so it outlives qmd.
-func mount(ctx context.Context, img, dir string) error {
+// mount loop-mounts img on dir and returns the loop device. mount(8) sets
+// up the loop device with autoclear: it is released when the filesystem is
+// unmounted. The mount is made in the host's mount namespace (qmd.service
+// has no private mounts), so it outlives qmd.
+func mount(ctx context.Context, img, dir string) (loop string, err error) {
 	if err := run(ctx, "mount", "-t", "ext4", "-o", "loop", img, dir); err != nil {
-		return err
+		return "", err
 	}
 	src, _, err := mountSource(dir)
 	if err != nil {
-		return err
+		return "", err
 	}
 	// Direct I/O on the backing file: without it every block the
 	// partition writes is cached twice (in the image's ext4 and in the
@@ -485,7 +484,7 @@ func mount(ctx context.Context, img, dir string) error {
 	// not pay for. An optimisation only: a backing filesystem without
 	// O_DIRECT keeps buffered I/O.
 	_, _ = runCode(ctx, "losetup", "--direct-io=on", src)
-	return noDiscard(src)
+	return src, noDiscard(src)
 }
 
 // noDiscard turns discard off on the loop device: a discard there (the

@@ -418,7 +418,7 @@ func TestImageRecoversInterruptedMigration(t *testing.T) {
 	if err := os.Mkdir(stale, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := mount(context.Background(), tmpImg, stale); err != nil {
+	if _, err := mount(context.Background(), tmpImg, stale); err != nil {
 		t.Fatal(err)
 	}
 	res, err := im.Ensure(context.Background())

@@ -1,5 +1,6 @@
 // Package hostinfo reads the host facts that turn relative settings
-// ("50%" of memory, "50%" of pid_max) into numbers.
+// ("50%" of memory, "50%" of pid_max) into numbers, and the block devices
+// behind device paths and device numbers (block.go).
 package hostinfo
 
 import (

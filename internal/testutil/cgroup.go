@@ -36,3 +36,18 @@ func RemoveCgroup(t testing.TB, dir string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// WriteTree creates files (path relative to root -> content) under root,
+// with their parent directories: a fake cgroup or /proc tree.
+func WriteTree(t testing.TB, root string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(root, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

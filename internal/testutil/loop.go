@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/containers/qmd/internal/hostinfo"
 )
 
 // IOTestDevEnv names a spare block device for the real IO tests (the e2e
@@ -62,9 +62,9 @@ func IOTestDevice(t testing.TB, size int64, directIO bool) (node string, major, 
 // the test when node is not one.
 func BlockDevice(t testing.TB, node string) (major, minor uint32) {
 	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(node, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		t.Fatalf("%s is not a block device: %v", node, err)
+	major, minor, err := hostinfo.BlockDevice(node)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))
+	return major, minor
 }

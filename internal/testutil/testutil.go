@@ -4,6 +4,8 @@ package testutil
 import (
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -40,4 +42,21 @@ func missing(t testing.TB, why string) {
 		t.Fatalf("%s, and %s is set", why, IntegrationEnv)
 	}
 	t.Skip(why)
+}
+
+// HasCap reports whether the test process has capability bit (e.g.
+// unix.CAP_SYS_RESOURCE) in its effective set; false when
+// /proc/self/status cannot be read.
+func HasCap(bit uint) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && n&(1<<bit) != 0
+		}
+	}
+	return false
 }

@@ -9,21 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// writeTree creates files (relative path -> content) under root.
-func writeTree(t testing.TB, root string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(root, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/containers/qmd/internal/testutil"
+)
 
 func readFile(t testing.TB, p string) string {
 	t.Helper()
@@ -38,7 +26,7 @@ func readFile(t testing.TB, p string) string {
 func fakeV2(t testing.TB) (*Hierarchy, *Cgroup) {
 	t.Helper()
 	root := t.TempDir()
-	writeTree(t, root, map[string]string{
+	testutil.WriteTree(t, root, map[string]string{
 		"cgroup.controllers":     "cpu memory pids\n",
 		"qm/cgroup.procs":        "100\n",
 		"qm/cgroup.events":       "populated 1\nfrozen 0\n",
@@ -80,7 +68,7 @@ func openQM(t testing.TB, root string) (*Hierarchy, *Cgroup) {
 func fakeV1(t testing.TB) (*Hierarchy, *Cgroup) {
 	t.Helper()
 	root := t.TempDir()
-	writeTree(t, root, map[string]string{
+	testutil.WriteTree(t, root, map[string]string{
 		"memory/cgroup.event_control":           "",
 		"memory/qm/cgroup.procs":                "100\n",
 		"memory/qm/cgroup.event_control":        "",
@@ -144,7 +132,7 @@ func TestOpenRejectsUncleanPath(t *testing.T) {
 
 func TestForPID(t *testing.T) {
 	proc := t.TempDir()
-	writeTree(t, proc, map[string]string{
+	testutil.WriteTree(t, proc, map[string]string{
 		"10/cgroup": "0::/machine.slice/libpod-abc.scope\n",
 		"11/cgroup": "12:pids:/qm\n6:freezer:/qm-f\n4:memory:/qm\n2:cpu,cpuacct:/qm-c\n1:name=systemd:/x\n0::/\n",
 		"12/cgroup": "garbage\n",
@@ -269,7 +257,7 @@ func TestV2ReadWrite(t *testing.T) {
 func TestV2Errors(t *testing.T) {
 	_, cg := fakeV2(t)
 	dir := cg.Dir("")
-	writeTree(t, dir, map[string]string{"memory.max": "lots\n", "memory.events": "oom\n"})
+	testutil.WriteTree(t, dir, map[string]string{"memory.max": "lots\n", "memory.events": "oom\n"})
 	if _, err := cg.MemoryMax(); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), filepath.Join(dir, "memory.max")) {
 		t.Errorf("malformed memory.max: %v", err)
 	}
@@ -331,7 +319,7 @@ func TestV1ReadWrite(t *testing.T) {
 	if v, err := cg.MemoryCurrent(); err != nil || v != 2<<20 {
 		t.Errorf("usage = %d %v", v, err)
 	}
-	writeTree(t, mem, map[string]string{"memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"})
+	testutil.WriteTree(t, mem, map[string]string{"memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"})
 	if ev, err := cg.MemoryEvents(false); err != nil || ev.OOMKill != 3 {
 		t.Errorf("MemoryEvents v1 = %+v %v", ev, err)
 	}
@@ -357,7 +345,7 @@ func TestV1ReadWrite(t *testing.T) {
 	if err := cg.SetCPUIdle(true); err != nil || readFile(t, filepath.Join(cg.Dir("cpu"), "cpu.idle")) != "1" {
 		t.Errorf("SetCPUIdle: %v", err)
 	}
-	writeTree(t, cg.Dir("cpu"), map[string]string{"cpu.cfs_quota_us": "0\n"})
+	testutil.WriteTree(t, cg.Dir("cpu"), map[string]string{"cpu.cfs_quota_us": "0\n"})
 	if _, err := cg.CPUMax(); !errors.Is(err, ErrMalformed) {
 		t.Errorf("quota 0: %v", err)
 	}
@@ -415,7 +403,7 @@ func TestProcessesRecursiveV2(t *testing.T) {
 		t.Errorf("PIDs = %v %v", pids, err)
 	}
 	// Malformed cgroup.procs names the file.
-	writeTree(t, cg.Dir(""), map[string]string{"init.scope/cgroup.procs": "x\n"})
+	testutil.WriteTree(t, cg.Dir(""), map[string]string{"init.scope/cgroup.procs": "x\n"})
 	if _, err := cg.Processes(); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "init.scope/cgroup.procs") {
 		t.Errorf("malformed: %v", err)
 	}
@@ -435,7 +423,7 @@ func TestFreezeV2(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cg.Freeze(context.Background()) }()
 	// The kernel would flip frozen in cgroup.events; the fake does it here.
-	writeTree(t, dir, map[string]string{"cgroup.events": "populated 1\nfrozen 1\n"})
+	testutil.WriteTree(t, dir, map[string]string{"cgroup.events": "populated 1\nfrozen 1\n"})
 	select {
 	case err := <-done:
 		if err != nil {
@@ -457,7 +445,7 @@ func TestFreezeV2(t *testing.T) {
 	if !strings.Contains(err.Error(), "frozen=0") {
 		t.Errorf("error does not say what it waited for: %v", err)
 	}
-	writeTree(t, dir, map[string]string{"cgroup.events": "populated 1\nfrozen 0\n"})
+	testutil.WriteTree(t, dir, map[string]string{"cgroup.events": "populated 1\nfrozen 0\n"})
 	if err := cg.Thaw(context.Background()); err != nil {
 		t.Fatal(err)
 	}

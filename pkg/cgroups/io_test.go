@@ -8,11 +8,13 @@ import (
 	"testing"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/containers/qmd/internal/testutil"
 )
 
 func TestIOV2ReadWrite(t *testing.T) {
 	h, cg := fakeV2(t)
-	writeTree(t, h.Root, map[string]string{
+	testutil.WriteTree(t, h.Root, map[string]string{
 		"qm/io.max":    "254:0 rbps=1048576 wbps=max riops=max wiops=100\n",
 		"qm/io.stat":   "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n7:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0 cost.vrate=100.00\n",
 		"qm/io.weight": "default 100\n254:0 200\n",
@@ -58,7 +60,7 @@ func TestIOV2ReadWrite(t *testing.T) {
 // gets the weight mapped to 1..1000.
 func TestIOV2BFQFallback(t *testing.T) {
 	h, cg := fakeV2(t)
-	writeTree(t, h.Root, map[string]string{"qm/io.bfq.weight": "default 100\n"})
+	testutil.WriteTree(t, h.Root, map[string]string{"qm/io.bfq.weight": "default 100\n"})
 	if err := cg.SetIOWeight(5050); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +92,7 @@ func TestIOV2Unsupported(t *testing.T) {
 
 func TestIOV1ReadWrite(t *testing.T) {
 	h, cg := fakeV1(t)
-	writeTree(t, h.Root, map[string]string{
+	testutil.WriteTree(t, h.Root, map[string]string{
 		"blkio/qm/cgroup.procs":                              "100\n",
 		"blkio/qm/blkio.bfq.weight":                          "100\n",
 		"blkio/qm/blkio.throttle.read_bps_device":            "254:0 1048576\n",
@@ -138,7 +140,7 @@ func TestIOV1ReadWrite(t *testing.T) {
 
 func TestIOV1NoThrottling(t *testing.T) {
 	h, cg := fakeV1(t)
-	writeTree(t, h.Root, map[string]string{"blkio/qm/cgroup.procs": "100\n"})
+	testutil.WriteTree(t, h.Root, map[string]string{"blkio/qm/cgroup.procs": "100\n"})
 	if err := cg.SetIOMax(NoIOLimit(Device{8, 0})); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "blkio.throttle.read_bps_device") {
 		t.Errorf("kernel without CONFIG_BLK_DEV_THROTTLING: %v", err)
 	}

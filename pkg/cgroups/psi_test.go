@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/containers/qmd/internal/testutil"
 )
 
 // countFires drains tr.C for d and returns how many firings it delivered
@@ -32,7 +34,7 @@ func countFires(tr *PSITrigger, d time.Duration) (n int, closed bool) {
 
 func testSpec(t *testing.T) PSITriggerSpec {
 	p := filepath.Join(t.TempDir(), "memory.pressure")
-	writeTree(t, filepath.Dir(p), map[string]string{"memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"})
+	testutil.WriteTree(t, filepath.Dir(p), map[string]string{"memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"})
 	return PSITriggerSpec{Path: p, Kind: PSISome, Threshold: 100 * time.Millisecond, Window: 2 * time.Second}
 }
 
@@ -123,7 +125,7 @@ func TestPSITriggerFakeFileReplaced(t *testing.T) {
 	}
 	defer tr.Close()
 	tmp := spec.Path + ".new"
-	writeTree(t, filepath.Dir(spec.Path), map[string]string{filepath.Base(tmp): "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"})
+	testutil.WriteTree(t, filepath.Dir(spec.Path), map[string]string{filepath.Base(tmp): "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"})
 	if err := os.Rename(tmp, spec.Path); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +134,7 @@ func TestPSITriggerFakeFileReplaced(t *testing.T) {
 
 func TestPSITotalAndWorkingSet(t *testing.T) {
 	h, cg := fakeV2(t)
-	writeTree(t, h.Root, map[string]string{
+	testutil.WriteTree(t, h.Root, map[string]string{
 		"qm/memory.pressure": "some avg10=1.00 avg60=0.00 avg300=0.00 total=5000\nfull avg10=0.50 avg60=0.00 avg300=0.00 total=1200\n",
 		"qm/memory.stat":     "anon 600\nfile 400\ninactive_file 300\nactive_file 100\n",
 		"qm/memory.current":  "1000\n",
@@ -156,7 +158,7 @@ func TestPSITotalAndWorkingSet(t *testing.T) {
 	}
 
 	h1, cg1 := fakeV1(t)
-	writeTree(t, h1.Root, map[string]string{"memory/qm/memory.stat": "cache 0\nrss 4096\ntotal_inactive_file 1048576\n"})
+	testutil.WriteTree(t, h1.Root, map[string]string{"memory/qm/memory.stat": "cache 0\nrss 4096\ntotal_inactive_file 1048576\n"})
 	if ws, usage, err := cg1.MemoryWorkingSet(); err != nil || ws != 1048576 || usage != 2097152 {
 		t.Errorf("v1 working set %d of %d, %v", ws, usage, err)
 	}

@@ -66,13 +66,11 @@ type PSIWatch struct {
 	// Owner is the user's: e.g. what a firing means.
 	Owner any
 
-	path    string
 	src     PSISource
-	reg     PSITriggerSpec
+	reg     PSITriggerSpec // as registered; its Path is the file
 	gen     int
 	stop    chan struct{}
 	conf    PSIConfirmer
-	down    bool
 	retryAt time.Time
 	backoff time.Duration
 	// reported: the current outage was noted; warned: a window fallback
@@ -85,7 +83,7 @@ type PSIWatch struct {
 func (w *PSIWatch) Armed() bool { return w.src != nil }
 
 // File is the pressure file the trigger was last registered on.
-func (w *PSIWatch) File() string { return w.path }
+func (w *PSIWatch) File() string { return w.reg.Path }
 
 // Registered is the trigger as the kernel accepted it (window and
 // threshold after a fallback).
@@ -94,8 +92,9 @@ func (w *PSIWatch) Registered() PSITriggerSpec { return w.reg }
 // Counts are the firings handled and how many of them were spurious.
 func (w *PSIWatch) Counts() (fired, spurious uint64) { return w.fired, w.spurious }
 
-// Due reports whether the watch is down and its retry is due at now.
-func (w *PSIWatch) Due(now time.Time) bool { return w.down && !now.Before(w.retryAt) }
+// Due reports whether the watch is down (not armed) and its retry is due
+// at now.
+func (w *PSIWatch) Due(now time.Time) bool { return w.src == nil && !now.Before(w.retryAt) }
 
 // PSIEvent is a firing (or the end, Gone) of one arm of a watch.
 type PSIEvent struct {
@@ -159,7 +158,6 @@ func (s *PSISet) note(n PSINote) {
 // Add wants a watch and tries to arm it at once; it reports whether it
 // was armed.
 func (s *PSISet) Add(w *PSIWatch, now time.Time) bool {
-	w.down = true
 	s.watches = append(s.watches, w)
 	return s.try(w, now)
 }
@@ -179,12 +177,12 @@ func (s *PSISet) Remove(w *PSIWatch) {
 // knows its path changed).
 func (s *PSISet) Disarm(w *PSIWatch, retryAt time.Time) {
 	s.disarm(w)
-	w.down, w.retryAt, w.backoff = true, retryAt, 0
+	w.retryAt, w.backoff = retryAt, 0
 }
 
 // Retry makes a down watch due at now (the user knows its cgroup is back).
 func (s *PSISet) Retry(w *PSIWatch, now time.Time) {
-	if w.down {
+	if w.src == nil {
 		w.retryAt, w.backoff = now, 0
 	}
 }
@@ -201,7 +199,7 @@ func (s *PSISet) try(w *PSIWatch, now time.Time) bool {
 	err := s.arm(w, now)
 	if err == nil {
 		if w.reported {
-			s.note(PSINote{Kind: PSIRearmed, Watch: w, Path: w.path})
+			s.note(PSINote{Kind: PSIRearmed, Watch: w, Path: w.reg.Path})
 		}
 		w.reported = false
 		return true
@@ -237,7 +235,7 @@ func (s *PSISet) arm(w *PSIWatch, now time.Time) error {
 		w.warned = true
 		s.note(PSINote{Kind: PSIFallback, Watch: w, Path: file, Reason: reg.Warning})
 	}
-	w.path, w.src, w.down, w.backoff = file, src, false, 0
+	w.src, w.backoff = src, 0
 	w.gen++
 	w.stop = make(chan struct{})
 	// The kernel counts a new trigger's stall from its registration: so
@@ -295,7 +293,6 @@ func (s *PSISet) retryLater(w *PSIWatch, now time.Time) {
 		w.backoff *= 2
 	}
 	w.backoff = min(w.backoff, max(hi, lo))
-	w.down = true
 	w.retryAt = now.Add(w.backoff)
 }
 
@@ -314,7 +311,7 @@ func (s *PSISet) Handle(ev PSIEvent, now time.Time) (confirmed bool, growth uint
 		s.disarm(w)
 		if !w.reported {
 			w.reported = true
-			s.note(PSINote{Kind: PSIEnded, Watch: w, Path: w.path, Err: err})
+			s.note(PSINote{Kind: PSIEnded, Watch: w, Path: w.reg.Path, Err: err})
 		}
 		w.backoff = 0
 		s.retryLater(w, now)
@@ -327,7 +324,7 @@ func (s *PSISet) Handle(ev PSIEvent, now time.Time) (confirmed bool, growth uint
 	}
 	if !confirmed {
 		w.spurious++
-		s.note(PSINote{Kind: PSISpurious, Watch: w, Path: w.path, Growth: growth, Err: err})
+		s.note(PSINote{Kind: PSISpurious, Watch: w, Path: w.reg.Path, Growth: growth, Err: err})
 	}
 	return confirmed, growth
 }
@@ -347,7 +344,7 @@ func (s *PSISet) Rearm(now time.Time) []*PSIWatch {
 func (s *PSISet) NextRetry() (time.Time, bool) {
 	var next time.Time
 	for _, w := range s.watches {
-		if w.down && (next.IsZero() || w.retryAt.Before(next)) {
+		if w.src == nil && (next.IsZero() || w.retryAt.Before(next)) {
 			next = w.retryAt
 		}
 	}

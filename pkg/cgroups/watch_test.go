@@ -14,6 +14,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"golang.org/x/sys/unix"
+
+	"github.com/containers/qmd/internal/testutil"
 )
 
 const waitLimit = 5 * time.Second
@@ -66,47 +68,47 @@ func TestWatchV2Deltas(t *testing.T) {
 	_, cg := fakeV2(t)
 	dir := cg.Dir("")
 	// A partition that already had OOM kills before qmd started: baseline.
-	writeTree(t, dir, map[string]string{"memory.events": memEvents(5, 5)})
+	testutil.WriteTree(t, dir, map[string]string{"memory.events": memEvents(5, 5)})
 	w, err := cg.Watch(WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
 
-	writeTree(t, dir, map[string]string{"memory.events": memEvents(6, 6)})
+	testutil.WriteTree(t, dir, map[string]string{"memory.events": memEvents(6, 6)})
 	expect(t, w, EventMemoryMax, 1)
 	expect(t, w, EventOOM, 1)
 	ev := expect(t, w, EventOOMKill, 1)
 	if ev.Path != "/qm" || ev.Time.IsZero() {
 		t.Errorf("event %+v", ev)
 	}
-	writeTree(t, dir, map[string]string{"memory.events": memEvents(6, 9)})
+	testutil.WriteTree(t, dir, map[string]string{"memory.events": memEvents(6, 9)})
 	expect(t, w, EventOOMKill, 3)
 	// Counter went backwards: cgroup recreated, count from zero.
-	writeTree(t, dir, map[string]string{"memory.events": memEvents(0, 2)})
+	testutil.WriteTree(t, dir, map[string]string{"memory.events": memEvents(0, 2)})
 	expect(t, w, EventOOMKill, 2)
 	// pids.events.
-	writeTree(t, dir, map[string]string{"pids.events": "max 4\n"})
+	testutil.WriteTree(t, dir, map[string]string{"pids.events": "max 4\n"})
 	expect(t, w, EventPidsMax, 4)
 	// No change, no event: the next event is the one after.
-	writeTree(t, dir, map[string]string{"pids.events": "max 4\n"})
-	writeTree(t, dir, map[string]string{"pids.events": "max 5\n"})
+	testutil.WriteTree(t, dir, map[string]string{"pids.events": "max 4\n"})
+	testutil.WriteTree(t, dir, map[string]string{"pids.events": "max 5\n"})
 	expect(t, w, EventPidsMax, 1)
 	// cgroup.events transitions.
-	writeTree(t, dir, map[string]string{"cgroup.events": "populated 1\nfrozen 1\n"})
+	testutil.WriteTree(t, dir, map[string]string{"cgroup.events": "populated 1\nfrozen 1\n"})
 	expect(t, w, EventFrozen, 0)
-	writeTree(t, dir, map[string]string{"cgroup.events": "populated 0\nfrozen 0\n"})
+	testutil.WriteTree(t, dir, map[string]string{"cgroup.events": "populated 0\nfrozen 0\n"})
 	expect(t, w, EventEmptied, 0)
 	expect(t, w, EventThawed, 0)
-	writeTree(t, dir, map[string]string{"cgroup.events": "populated 1\nfrozen 0\n"})
+	testutil.WriteTree(t, dir, map[string]string{"cgroup.events": "populated 1\nfrozen 0\n"})
 	expect(t, w, EventPopulated, 0)
 	// Malformed content: an error event naming the file, and the watcher goes on.
-	writeTree(t, dir, map[string]string{"memory.events": "oom_kill lots\n"})
+	testutil.WriteTree(t, dir, map[string]string{"memory.events": "oom_kill lots\n"})
 	ev = expect(t, w, EventError, 0)
 	if !errors.Is(ev.Err, ErrMalformed) || !strings.Contains(ev.Err.Error(), "memory.events") {
 		t.Errorf("error event %v", ev.Err)
 	}
-	writeTree(t, dir, map[string]string{"memory.events": memEvents(0, 3)})
+	testutil.WriteTree(t, dir, map[string]string{"memory.events": memEvents(0, 3)})
 	for {
 		// The fake's truncate+write gives two IN_MODIFY: maybe a second error.
 		ev := nextEvent(t, w)
@@ -156,7 +158,7 @@ func TestWatchV2MissingFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeTree(t, dir, map[string]string{"cgroup.events": "populated 0\nfrozen 0\n"})
+	testutil.WriteTree(t, dir, map[string]string{"cgroup.events": "populated 0\nfrozen 0\n"})
 	expect(t, w, EventEmptied, 0)
 	w.Close()
 	os.Remove(filepath.Join(dir, "cgroup.events"))
@@ -228,7 +230,7 @@ func TestWatchChildren(t *testing.T) {
 func TestWatchV1Fake(t *testing.T) {
 	_, cg := fakeV1(t)
 	mem := cg.Dir("memory")
-	writeTree(t, mem, map[string]string{"memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"})
+	testutil.WriteTree(t, mem, map[string]string{"memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"})
 	w, err := cg.Watch(WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -241,17 +243,17 @@ func TestWatchV1Fake(t *testing.T) {
 		t.Fatalf("event_control %q (efd %d ofd %d)", reg, w.efd, w.oomFd)
 	}
 	// Simulate the kernel: kill counted, then eventfd signalled.
-	writeTree(t, mem, map[string]string{"memory.oom_control": "oom_kill_disable 0\nunder_oom 1\noom_kill 3\n"})
+	testutil.WriteTree(t, mem, map[string]string{"memory.oom_control": "oom_kill_disable 0\nunder_oom 1\noom_kill 3\n"})
 	signalEventfd(t, w.efd)
 	expect(t, w, EventOOM, 1)
 	expect(t, w, EventOOMKill, 1)
 	// Kernel order: eventfd first, the kill a moment later (retry path).
 	signalEventfd(t, w.efd)
 	expect(t, w, EventOOM, 1)
-	writeTree(t, mem, map[string]string{"memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n"})
+	testutil.WriteTree(t, mem, map[string]string{"memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n"})
 	expect(t, w, EventOOMKill, 2)
 	// pids.events on v1.
-	writeTree(t, cg.Dir("pids"), map[string]string{"pids.events": "max 1\n"})
+	testutil.WriteTree(t, cg.Dir("pids"), map[string]string{"pids.events": "max 1\n"})
 	expect(t, w, EventPidsMax, 1)
 	// The kernel signals the eventfd when the cgroup is removed.
 	os.RemoveAll(mem)

@@ -20,22 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const capSysResource = 24
-
-func haveCap(c uint) bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && n&(1<<c) != 0
-		}
-	}
-	return false
-}
-
 // realMemCgroup makes /sys/fs/cgroup/memory/qmdtest-oom-<random> (v1).
 func realMemCgroup(t *testing.T) (*cgroups.Hierarchy, string) {
 	t.Helper()
@@ -145,7 +129,7 @@ func TestRealAudit(t *testing.T) {
 	asilPID := sleeper(t, h, asil, 0)
 	a.Policy.Protected = []Protected{{Cgroup: asil, Score: -900}}
 	repairs, err = a.Audit(context.Background())
-	if haveCap(capSysResource) {
+	if testutil.HasCap(unix.CAP_SYS_RESOURCE) {
 		if err != nil {
 			t.Fatalf("with CAP_SYS_RESOURCE: %v", err)
 		}

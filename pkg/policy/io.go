@@ -5,17 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/supervisor"
@@ -26,15 +24,9 @@ import (
 // rate is unknown (no io.stat reading to compare with yet).
 const defaultIOStart = 100 << 20 // bytes/s
 
-// ioDevice is a configured [[partition.io.device]] resolved on this host.
-type ioDevice struct {
-	path  string // as configured
-	limit cgroups.IOLimit
-}
-
 // ioState is the IO reaction's state; the Controller's mu guards it.
 type ioState struct {
-	devs []ioDevice
+	devs []cgroups.IOLimit // the [[partition.io.device]] limits, resolved on this host
 	thr  *ioThrottle
 	// The partition's io.stat at the previous reading (the start, each
 	// resync tick, each IO pressure window): rates are taken against it.
@@ -49,32 +41,21 @@ type ioState struct {
 func resolveIODevice(sysRoot, p string) (cgroups.Device, error) {
 	var d cgroups.Device
 	if !strings.HasPrefix(p, "/") {
-		ma, mi, ok := config.ParseMajMin(p)
-		if !ok {
-			return d, fmt.Errorf("%q is not MAJ:MIN", p)
+		var err error
+		if d, err = cgroups.ParseDevice(p); err != nil {
+			return d, err
 		}
-		d = cgroups.Device{Major: ma, Minor: mi}
 	} else {
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			return d, fmt.Errorf("stat %s: %w", p, err)
+		major, minor, err := hostinfo.BlockDevice(p)
+		if err != nil {
+			return d, err
 		}
-		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-			return d, fmt.Errorf("%s is not a block device", p)
-		}
-		d = cgroups.Device{Major: unix.Major(uint64(st.Rdev)), Minor: unix.Minor(uint64(st.Rdev))}
+		d = cgroups.Device{Major: major, Minor: minor}
 	}
-	// /sys/dev/block/MAJ:MIN links to the device's directory; a
-	// partition's (it has a "partition" file) sits in its disk's.
-	dir, err := filepath.EvalSymlinks(filepath.Join(sysRoot, "dev", "block", d.String()))
-	if err != nil {
-		return d, nil // no sysfs entry (tests, an odd host): as configured
-	}
-	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
-		if b, err := os.ReadFile(filepath.Join(filepath.Dir(dir), "dev")); err == nil {
-			if whole, err := cgroups.ParseDevice(strings.TrimSpace(string(b))); err == nil {
-				return whole, nil
-			}
+	// No sysfs entry (tests, an odd host): the device as configured.
+	if b, ok := hostinfo.LookupBlock(sysRoot, d.String()); ok && b.DiskDevno != "" {
+		if whole, err := cgroups.ParseDevice(b.DiskDevno); err == nil {
+			return whole, nil
 		}
 	}
 	return d, nil
@@ -113,7 +94,7 @@ func (c *Controller) initIO(sysRoot string) {
 				zap.String("device", d.Path), zap.Error(err))
 			continue
 		}
-		c.io.devs = append(c.io.devs, ioDevice{path: d.Path, limit: ioLimitOf(dev, d)})
+		c.io.devs = append(c.io.devs, ioLimitOf(dev, d))
 	}
 }
 
@@ -124,9 +105,9 @@ func (c *Controller) applyIO(ctx context.Context, try func(what string, err erro
 		try("io.weight", c.setter.SetIOWeight(ctx, c.cfg.IO.Weight))
 	}
 	want := map[cgroups.Device]bool{}
-	for _, d := range c.io.devs {
-		want[d.limit.Dev] = true
-		try("io.max "+d.limit.Dev.String(), c.setter.SetIOMax(ctx, d.limit))
+	for _, l := range c.io.devs {
+		want[l.Dev] = true
+		try("io.max "+l.Dev.String(), c.setter.SetIOMax(ctx, l))
 	}
 	// qmd owns the partition's device limits: one that is not configured
 	// (any more) is left over from an earlier configuration (a reload
@@ -183,9 +164,9 @@ func (c *Controller) sampleIO(now time.Time) map[cgroups.Device][2]uint64 {
 func (c *Controller) ioTargets(rates map[cgroups.Device][2]uint64) []ioTarget {
 	var out []ioTarget
 	if len(c.io.devs) > 0 {
-		for _, d := range c.io.devs {
-			t := ioTarget{configured: d.limit, rate: [2]uint64{unknownRate, unknownRate}}
-			if r, ok := rates[d.limit.Dev]; ok {
+		for _, l := range c.io.devs {
+			t := ioTarget{configured: l, rate: [2]uint64{unknownRate, unknownRate}}
+			if r, ok := rates[l.Dev]; ok {
 				t.rate = r
 			} else if rates != nil {
 				t.rate = [2]uint64{}
@@ -348,10 +329,11 @@ type ioThrottle struct {
 	lastStep     time.Time
 }
 
+// ioDevState is one device's throttle: the limits now and the way back to
+// the configured ones (history[0] while throttled, current otherwise).
 type ioDevState struct {
-	configured cgroups.IOLimit
-	current    cgroups.IOLimit
-	history    []cgroups.IOLimit // the limits before each step down
+	current cgroups.IOLimit
+	history []cgroups.IOLimit // the limits before each step down
 }
 
 func newIOThrottle(pct float64, step, floor uint64, restoreAfter time.Duration) *ioThrottle {
@@ -415,7 +397,7 @@ func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLi
 		d, ok := t.devs[dev]
 		if !ok || len(d.history) == 0 {
 			// Not throttled: (re)start from the configured limits.
-			d = &ioDevState{configured: tg.configured, current: tg.configured}
+			d = &ioDevState{current: tg.configured}
 			t.devs[dev] = d
 		}
 		next := d.current

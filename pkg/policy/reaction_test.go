@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,53 +14,11 @@ import (
 	"github.com/containers/qmd/internal/testutil"
 	"github.com/containers/qmd/pkg/cgroups/psitest"
 	"github.com/containers/qmd/pkg/protect"
-	"github.com/containers/qmd/pkg/supervisor"
 )
 
 // psiText is a pressure file with the given some and full totals (µs).
 func psiText(some, full uint64) string {
 	return fmt.Sprintf("some avg10=0.00 avg60=0.00 avg300=0.00 total=%d\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=%d\n", some, full)
-}
-
-// runController starts Run and stops it at the end of the test.
-func runController(t *testing.T, c *Controller) {
-	t.Helper()
-	testutil.RunInBackground(t, c.Run)
-}
-
-func newController(t *testing.T, h *Host, p *config.Partition, r *recorder) *Controller {
-	t.Helper()
-	res, err := h.New(p, supervisor.Init{ContainerID: "0123abcd", PID: 100}, r.hooks())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := res.(*Controller)
-	c.kill = func(pid int, cg string) error { return fmt.Errorf("test: no kill seam set (pid %d)", pid) }
-	return c
-}
-
-// fakeSignals is the host-level protector as a partition sees it.
-type fakeSignals struct {
-	mu   sync.Mutex
-	subs []chan protect.Signal
-}
-
-func (f *fakeSignals) Subscribe() (<-chan protect.Signal, func()) {
-	ch := make(chan protect.Signal, 16)
-	f.mu.Lock()
-	f.subs = append(f.subs, ch)
-	f.mu.Unlock()
-	return ch, func() {}
-}
-
-func (f *fakeSignals) send(t *testing.T, sig protect.Signal) {
-	t.Helper()
-	testutil.Eventually(t, "a subscriber", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.subs) > 0 })
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, ch := range f.subs {
-		ch <- sig
-	}
 }
 
 // TestProtectorSignalsDriveTheReactions: the partition reacts to the
@@ -200,12 +157,6 @@ func addProcs(t *testing.T, h *Host, root string, procs map[int]fakeProc) {
 	for cg, pids := range byCg {
 		write(t, root, map[string]string{cg[1:] + "/cgroup.procs": pids})
 	}
-}
-
-func (r *recorder) restartCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.restarts)
 }
 
 func stallWindowsAt(c *Controller, t0 time.Time, from, n int) {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/containers/qmd/internal/incident"
@@ -321,11 +320,4 @@ func ioRealProtector(t *testing.T, psiRoot, rel string) *protect.Protector {
 	}
 	testutil.RunInBackground(t, p.Run)
 	return p
-}
-
-// observe routes the host's log into an observer (all levels).
-func observe(h *Host) *observer.ObservedLogs {
-	core, logs := observer.New(zapcore.DebugLevel)
-	h.Log = zap.New(core)
-	return logs
 }

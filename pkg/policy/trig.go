@@ -23,9 +23,8 @@ const (
 // in tests.
 type psiSource = cgroups.PSISource
 
-func openPSITrigger(spec cgroups.PSITriggerSpec) (psiSource, error) {
-	return cgroups.OpenPSISource(spec)
-}
+// openPSITrigger registers a real PSI trigger (the controller's default).
+var openPSITrigger = cgroups.OpenPSISource
 
 // Re-arm backoff of a trigger that ended (its cgroup went away) or could
 // not be registered: from rearmMin, doubling, up to the resync period.
@@ -38,14 +37,11 @@ type sample struct {
 }
 
 // newTrigSet is the controller's PSI triggers (cgroups.PSISet: armed,
-// confirmed against the totals, re-armed with backoff when they end).
+// confirmed against the totals, re-armed with backoff when they end). The
+// set fills in an unset RearmMin and never waits less than it.
 func (c *Controller) newTrigSet(ctx context.Context) *cgroups.PSISet {
-	rearmMin := c.rearmMin
-	if rearmMin <= 0 {
-		rearmMin = defaultRearmMin
-	}
 	s := &cgroups.PSISet{Window: c.cfg.Pressure.Window.Duration, Open: c.openTrigger, Read: c.readPSI,
-		RearmMin: rearmMin, RearmMax: max(c.resyncEvery(), rearmMin), Note: c.notePSI}
+		RearmMin: c.rearmMin, RearmMax: c.resyncEvery(), Note: c.notePSI}
 	s.Start(ctx)
 	return s
 }

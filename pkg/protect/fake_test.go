@@ -3,7 +3,6 @@ package protect
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -21,19 +20,6 @@ import (
 // psiText is a pressure file with the given some total (µs).
 func psiText(some uint64) string {
 	return fmt.Sprintf("some avg10=0.00 avg60=0.00 avg300=0.00 total=%d\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n", some)
-}
-
-func write(t testing.TB, root string, files map[string]string) {
-	t.Helper()
-	for name, v := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // pressureFiles are a fake cgroup's three pressure files.
@@ -82,7 +68,7 @@ func (f *fakeSystemd) set(unit, cg string) {
 // fakeV2 is a fake cgroup2 tree (PSIRoot and memory on v2).
 func fakeV2(t *testing.T) string {
 	root := t.TempDir()
-	write(t, root, map[string]string{"cgroup.controllers": "cpu io memory pids\n", "cgroup.procs": ""})
+	testutil.WriteTree(t, root, map[string]string{"cgroup.controllers": "cpu io memory pids\n", "cgroup.procs": ""})
 	return root
 }
 

@@ -153,9 +153,6 @@ func (c Config) Validate() error {
 // tests. C is closed when the trigger ended (Err says why).
 type Source = cgroups.PSISource
 
-// OpenPSITrigger registers a real PSI trigger.
-func OpenPSITrigger(spec cgroups.PSITriggerSpec) (Source, error) { return cgroups.OpenPSISource(spec) }
-
 // Incident is something the operator must be able to find later (the
 // daemon records it in the incident store).
 type Incident struct {
@@ -233,7 +230,7 @@ type Protector struct {
 	fallbackWarned    bool
 
 	subMu sync.Mutex
-	subs  map[int]*subscriber
+	subs  map[int]chan Signal // by subscription
 	next  int
 
 	stMu   sync.Mutex
@@ -255,15 +252,15 @@ func New(o Options, cfg Config) (*Protector, error) {
 	if o.CgroupRoot == "" {
 		o.CgroupRoot = cgroups.DefaultRoot
 	}
-	if o.PSIRoot == "" {
-		o.PSIRoot = FindPSIRoot(o.CgroupRoot)
-	}
-	if o.MemoryV2 == nil {
-		v2 := false
-		if v, err := cgroups.Detect(o.CgroupRoot); err == nil && v == cgroups.V2 {
-			v2 = true
+	if o.PSIRoot == "" || o.MemoryV2 == nil {
+		// One look at the hierarchy for both defaults.
+		v2 := isV2(o.CgroupRoot)
+		if o.PSIRoot == "" {
+			o.PSIRoot = psiRoot(o.CgroupRoot, v2)
 		}
-		o.MemoryV2 = &v2
+		if o.MemoryV2 == nil {
+			o.MemoryV2 = &v2
+		}
 	}
 	if o.HostPressure == "" {
 		o.HostPressure = "/proc/pressure/memory"
@@ -275,7 +272,7 @@ func New(o Options, cfg Config) (*Protector, error) {
 		o.Log = zap.NewNop()
 	}
 	if o.OpenTrigger == nil {
-		o.OpenTrigger = OpenPSITrigger
+		o.OpenTrigger = cgroups.OpenPSISource
 	}
 	if o.ReadPSI == nil {
 		o.ReadPSI = cgroups.ReadPSI
@@ -283,7 +280,7 @@ func New(o Options, cfg Config) (*Protector, error) {
 	if o.RearmMin <= 0 {
 		o.RearmMin = time.Second
 	}
-	p := &Protector{o: o, log: o.Log, cfg: cfg, reconf: make(chan reconfReq), subs: map[int]*subscriber{}}
+	p := &Protector{o: o, log: o.Log, cfg: cfg, reconf: make(chan reconfReq), subs: map[int]chan Signal{}}
 	p.au = newAuditor(p)
 	return p, nil
 }
@@ -291,8 +288,17 @@ func New(o Options, cfg Config) (*Protector, error) {
 // FindPSIRoot is the cgroup2 mount holding per-cgroup pressure files:
 // root itself on a pure v2 host, root/unified on a hybrid one, "" when
 // there is none (pure v1).
-func FindPSIRoot(root string) string {
-	if v, err := cgroups.Detect(root); err == nil && v == cgroups.V2 {
+func FindPSIRoot(root string) string { return psiRoot(root, isV2(root)) }
+
+// isV2 reports whether the hierarchy mounted at root is cgroup v2.
+func isV2(root string) bool {
+	v, err := cgroups.Detect(root)
+	return err == nil && v == cgroups.V2
+}
+
+// psiRoot is FindPSIRoot for a root whose version (v2) is known.
+func psiRoot(root string, v2 bool) string {
+	if v2 {
 		return root
 	}
 	u := filepath.Join(root, "unified")

@@ -20,7 +20,7 @@ import (
 func TestUnitInNonDefaultSlice(t *testing.T) {
 	root := fakeV2(t)
 	cg := "/asil.slice/brakes.service"
-	write(t, root, pressureFiles(cg, 1000))
+	testutil.WriteTree(t, root, pressureFiles(cg, 1000))
 	sd := newFakeSystemd(map[string]string{"brakes.service": cg})
 	h := start(t, root, sd, testConfig(Entry{Unit: "brakes.service", OOMScoreAdj: -900, WatchPressure: true}), nil)
 	sigs, cancel := h.p.Subscribe()
@@ -35,7 +35,7 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 	})
 
 	// A wake-up with 1.4 ms behind it: spurious (threshold 100 ms).
-	write(t, root, map[string]string{filepath.Join(cg, "cpu.pressure"): psiText(1000 + 1400)})
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(cg, "cpu.pressure"): psiText(1000 + 1400)})
 	h.ft.Latest(t, h.file(cg, CPU)).Fire(time.Now())
 	testutil.Eventually(t, "spurious counted", func() bool { return h.p.Stats().Spurious == 1 })
 	noSignal(t, sigs)
@@ -44,7 +44,7 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 	}
 
 	// 300 ms of memory stall: confirmed.
-	write(t, root, map[string]string{filepath.Join(cg, "memory.pressure"): psiText(1000 + 300000)})
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(cg, "memory.pressure"): psiText(1000 + 300000)})
 	at := time.Now().Add(3 * time.Second)
 	h.ft.Latest(t, h.file(cg, Memory)).Fire(at)
 	s := recv(t, sigs)
@@ -52,7 +52,7 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 		t.Errorf("signal %+v", s)
 	}
 	// And IO.
-	write(t, root, map[string]string{filepath.Join(cg, "io.pressure"): psiText(1000 + 120000)})
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(cg, "io.pressure"): psiText(1000 + 120000)})
 	h.ft.Latest(t, h.file(cg, IO)).Fire(time.Now().Add(3 * time.Second))
 	if s := recv(t, sigs); s.Kind != IO || s.Source != "brakes.service" {
 		t.Errorf("io signal %+v", s)
@@ -68,7 +68,7 @@ func TestUnitRestarted100Times(t *testing.T) {
 	const restarts = 100
 	root := fakeV2(t)
 	cgOf := func(i int) string { return "/asil.slice/brakes.service/run-" + strconv.Itoa(i) }
-	write(t, root, pressureFiles(cgOf(0), 0))
+	testutil.WriteTree(t, root, pressureFiles(cgOf(0), 0))
 	sd := newFakeSystemd(map[string]string{"brakes.service": cgOf(0)})
 	h := start(t, root, sd, testConfig(Entry{Unit: "brakes.service", OOMScoreAdj: -900, WatchPressure: true}), nil)
 	sigs, cancel := h.p.Subscribe()
@@ -88,7 +88,7 @@ func TestUnitRestarted100Times(t *testing.T) {
 		for _, k := range []Kind{Memory, CPU, IO} {
 			h.ft.Latest(t, h.file(old, k)).End()
 		}
-		write(t, root, pressureFiles(cgOf(i), uint64(i)))
+		testutil.WriteTree(t, root, pressureFiles(cgOf(i), uint64(i)))
 		sd.set("brakes.service", cgOf(i))
 		h.waitArmed(t, cgOf(i), 1)
 	}
@@ -128,7 +128,7 @@ func TestUnitRestarted100Times(t *testing.T) {
 	}
 	// The last arm works: a confirmed firing is a signal.
 	last := cgOf(restarts)
-	write(t, root, map[string]string{filepath.Join(last, "cpu.pressure"): psiText(restarts + 200000)})
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(last, "cpu.pressure"): psiText(restarts + 200000)})
 	h.ft.Latest(t, h.file(last, CPU)).Fire(time.Now().Add(3 * time.Second))
 	if s := recv(t, sigs); s.Kind != CPU {
 		t.Errorf("signal %+v", s)
@@ -155,7 +155,7 @@ func TestUnitDownBacksOff(t *testing.T) {
 		t.Errorf("status %+v", s)
 	}
 	// It starts: armed within the backoff.
-	write(t, root, pressureFiles("/asil.slice/brakes.service", 0))
+	testutil.WriteTree(t, root, pressureFiles("/asil.slice/brakes.service", 0))
 	sd.set("brakes.service", "/asil.slice/brakes.service")
 	h.waitArmed(t, "/asil.slice/brakes.service", 1)
 }
@@ -166,8 +166,8 @@ func TestUnitDownBacksOff(t *testing.T) {
 func TestReloadAddsAndRemoves(t *testing.T) {
 	root := fakeV2(t)
 	a, b := "/asil.slice/a.service", "/asil.slice/b.service"
-	write(t, root, pressureFiles(a, 0))
-	write(t, root, pressureFiles(b, 0))
+	testutil.WriteTree(t, root, pressureFiles(a, 0))
+	testutil.WriteTree(t, root, pressureFiles(b, 0))
 	sd := newFakeSystemd(map[string]string{"a.service": a, "b.service": b})
 	ea := Entry{Unit: "a.service", OOMScoreAdj: -900, WatchPressure: true}
 	eb := Entry{Unit: "b.service", OOMScoreAdj: -800, WatchPressure: true}
@@ -240,7 +240,7 @@ func TestMemoryProtectionThroughSystemd(t *testing.T) {
 func TestMemoryProtectionCgroupEntry(t *testing.T) {
 	root := fakeV2(t)
 	cg := "/asil.slice/brakes.service"
-	write(t, root, map[string]string{filepath.Join(cg, "memory.min"): "0\n", filepath.Join(cg, "memory.low"): "0\n"})
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(cg, "memory.min"): "0\n", filepath.Join(cg, "memory.low"): "0\n"})
 	cfg := testConfig(Entry{Cgroup: cg, OOMScoreAdj: -900, MemoryMin: 1 << 20, MemoryMinSet: true, MemoryLow: 2 << 20, MemoryLowSet: true})
 	cfg.Resync = 20 * time.Millisecond
 	start(t, root, nil, cfg, nil)
@@ -249,7 +249,7 @@ func TestMemoryProtectionCgroupEntry(t *testing.T) {
 		return strings.TrimSpace(string(b))
 	}
 	testutil.Eventually(t, "memory.min and memory.low written", func() bool { return readF("memory.min") == "1048576" && readF("memory.low") == "2097152" })
-	write(t, root, map[string]string{filepath.Join(cg, "memory.min"): "0\n"}) // re-created
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(cg, "memory.min"): "0\n"}) // re-created
 	testutil.Eventually(t, "memory.min re-written", func() bool { return readF("memory.min") == "1048576" })
 }
 
@@ -258,7 +258,7 @@ func TestMemoryProtectionCgroupEntry(t *testing.T) {
 // policy-limit incident), whatever the number of entries; nothing is set.
 func TestV1ReportsUnsupported(t *testing.T) {
 	root := t.TempDir()
-	write(t, root, map[string]string{"memory/cgroup.procs": ""})
+	testutil.WriteTree(t, root, map[string]string{"memory/cgroup.procs": ""})
 	sd := newFakeSystemd(map[string]string{"a.service": "/asil.slice/a.service", "b.service": "/asil.slice/b.service"})
 	mk := func(u string) Entry {
 		return Entry{Unit: u, OOMScoreAdj: -900, WatchPressure: true, MemoryMin: 1 << 20, MemoryMinSet: true}
@@ -288,7 +288,7 @@ func TestV1ReportsUnsupported(t *testing.T) {
 func TestNoSystemd(t *testing.T) {
 	root := fakeV2(t)
 	cg := "/asil.slice/brakes.service"
-	write(t, root, pressureFiles(cg, 0))
+	testutil.WriteTree(t, root, pressureFiles(cg, 0))
 	cfg := testConfig(Entry{Unit: "a.service", OOMScoreAdj: -900, WatchPressure: true},
 		Entry{Unit: "b.service", OOMScoreAdj: -900, WatchPressure: true},
 		Entry{Cgroup: cg, OOMScoreAdj: -900, WatchPressure: true})
@@ -310,18 +310,18 @@ func TestNoSystemd(t *testing.T) {
 func TestHostMemoryPressure(t *testing.T) {
 	root := fakeV2(t)
 	host := filepath.Join(root, "proc-pressure-memory")
-	write(t, root, map[string]string{"proc-pressure-memory": psiText(579510)})
+	testutil.WriteTree(t, root, map[string]string{"proc-pressure-memory": psiText(579510)})
 	cfg := testConfig()
 	cfg.HostMemory = true
 	h := start(t, root, nil, cfg, func(o *Options) { o.HostPressure = host })
 	sigs, cancel := h.p.Subscribe()
 	defer cancel()
 	testutil.Eventually(t, "host trigger", func() bool { return h.ft.Count(host) == 1 })
-	write(t, root, map[string]string{"proc-pressure-memory": psiText(579510 + 1400)})
+	testutil.WriteTree(t, root, map[string]string{"proc-pressure-memory": psiText(579510 + 1400)})
 	h.ft.Latest(t, host).Fire(time.Now())
 	testutil.Eventually(t, "spurious", func() bool { return h.p.Stats().Spurious == 1 })
 	noSignal(t, sigs)
-	write(t, root, map[string]string{"proc-pressure-memory": psiText(579510 + 1400 + 300000)})
+	testutil.WriteTree(t, root, map[string]string{"proc-pressure-memory": psiText(579510 + 1400 + 300000)})
 	h.ft.Latest(t, host).Fire(time.Now().Add(2 * time.Second))
 	if s := recv(t, sigs); s.Kind != Memory || s.Source != HostSource {
 		t.Errorf("signal %+v", s)
@@ -333,7 +333,7 @@ func TestHostMemoryPressure(t *testing.T) {
 func TestSlowSubscriberNeverBlocks(t *testing.T) {
 	root := fakeV2(t)
 	cg := "/asil.slice/brakes.service"
-	write(t, root, pressureFiles(cg, 0))
+	testutil.WriteTree(t, root, pressureFiles(cg, 0))
 	h := start(t, root, nil, testConfig(Entry{Cgroup: cg, OOMScoreAdj: -900, WatchPressure: true}), nil)
 	_, cancelSlow := h.p.Subscribe() // never read
 	defer cancelSlow()
@@ -344,7 +344,7 @@ func TestSlowSubscriberNeverBlocks(t *testing.T) {
 	t0 := time.Now()
 	src := h.ft.Latest(t, h.file(cg, Memory))
 	for i := 1; i <= n; i++ {
-		write(t, root, map[string]string{filepath.Join(cg, "memory.pressure"): psiText(uint64(i) * 200000)})
+		testutil.WriteTree(t, root, map[string]string{filepath.Join(cg, "memory.pressure"): psiText(uint64(i) * 200000)})
 		src.Fire(t0.Add(time.Duration(i) * 3 * time.Second))
 		recv(t, fast)
 	}
@@ -362,8 +362,8 @@ func TestOOMScoreKeptAcrossRestart(t *testing.T) {
 	root := fakeV2(t)
 	proc := filepath.Join(root, "proc")
 	cg1, cg2 := "/asil.slice/brakes.service/run-1", "/asil.slice/brakes.service/run-2"
-	write(t, root, pressureFiles(cg1, 0))
-	write(t, root, map[string]string{filepath.Join(cg1, "cgroup.procs"): "100\n",
+	testutil.WriteTree(t, root, pressureFiles(cg1, 0))
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(cg1, "cgroup.procs"): "100\n",
 		"proc/100/cgroup": "0::" + cg1 + "\n", "proc/100/oom_score_adj": "0\n", "proc/100/comm": "brakes\n"})
 	sd := newFakeSystemd(map[string]string{"brakes.service": cg1})
 	h := start(t, root, sd, testConfig(Entry{Unit: "brakes.service", OOMScoreAdj: -900, WatchPressure: true}),
@@ -381,8 +381,8 @@ func TestOOMScoreKeptAcrossRestart(t *testing.T) {
 	}
 	h.waitArmed(t, cg1, 1)
 	// The unit restarts into a new cgroup with a new process at 0.
-	write(t, root, pressureFiles(cg2, 0))
-	write(t, root, map[string]string{filepath.Join(cg2, "cgroup.procs"): "200\n",
+	testutil.WriteTree(t, root, pressureFiles(cg2, 0))
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(cg2, "cgroup.procs"): "200\n",
 		"proc/200/cgroup": "0::" + cg2 + "\n", "proc/200/oom_score_adj": "0\n", "proc/200/comm": "brakes\n"})
 	sd.set("brakes.service", cg2)
 	for _, k := range []Kind{Memory, CPU, IO} {
@@ -402,8 +402,8 @@ func TestUnitFollowedOnSystemdEvents(t *testing.T) {
 	proc := filepath.Join(root, "proc")
 	a1, a2 := "/asil.slice/a.service", "/other.slice/a.service"
 	b := "/asil.slice/b.service"
-	write(t, root, pressureFiles(a1, 0))
-	write(t, root, map[string]string{filepath.Join(b, "cgroup.procs"): "100\n",
+	testutil.WriteTree(t, root, pressureFiles(a1, 0))
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(b, "cgroup.procs"): "100\n",
 		"proc/100/cgroup": "0::" + b + "\n", "proc/100/oom_score_adj": "-800\n", "proc/100/comm": "b\n"})
 	sd := newFakeSystemd(map[string]string{"a.service": a1, "b.service": b})
 	events := make(chan string, 10)
@@ -415,13 +415,13 @@ func TestUnitFollowedOnSystemdEvents(t *testing.T) {
 		return strings.TrimSpace(string(b))
 	}
 	// b restarts (same cgroup, new process at 0).
-	write(t, root, map[string]string{filepath.Join(b, "cgroup.procs"): "200\n",
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(b, "cgroup.procs"): "200\n",
 		"proc/200/cgroup": "0::" + b + "\n", "proc/200/oom_score_adj": "0\n", "proc/200/comm": "b\n"})
 	events <- "b.service"
 	testutil.Eventually(t, "b's new process repaired on the event", func() bool { return readScore("200") == "-800" })
 	// a restarts into another slice: its triggers end; the event moves them
 	// at once (RearmMin is an hour: only the event can do it).
-	write(t, root, pressureFiles(a2, 0))
+	testutil.WriteTree(t, root, pressureFiles(a2, 0))
 	sd.set("a.service", a2)
 	for _, k := range []Kind{Memory, CPU, IO} {
 		h.ft.Latest(t, h.file(a1, k)).End()
@@ -456,7 +456,7 @@ func TestSameCgroupTwice(t *testing.T) {
 	root := fakeV2(t)
 	proc := filepath.Join(root, "proc")
 	a, b := "/asil.slice/a.service", "/asil.slice/b.service"
-	write(t, root, map[string]string{filepath.Join(a, "cgroup.procs"): "100\n", filepath.Join(b, "cgroup.procs"): "200\n",
+	testutil.WriteTree(t, root, map[string]string{filepath.Join(a, "cgroup.procs"): "100\n", filepath.Join(b, "cgroup.procs"): "200\n",
 		"proc/100/cgroup": "0::" + a + "\n", "proc/100/oom_score_adj": "0\n", "proc/100/comm": "a\n",
 		"proc/200/cgroup": "0::" + b + "\n", "proc/200/oom_score_adj": "0\n", "proc/200/comm": "b\n"})
 	sd := newFakeSystemd(map[string]string{"a.service": a})

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 
 	"github.com/containers/qmd/internal/testutil"
 	"github.com/containers/qmd/pkg/cgroups"
@@ -87,7 +88,7 @@ func TestRealProtectedCgroupRecreated(t *testing.T) {
 	// Lowering a score below the process's minimum needs
 	// CAP_SYS_RESOURCE (the build container has none): then the repair
 	// must fail loudly once (warn), not silently.
-	canLower := hasCap(t, 24) // CAP_SYS_RESOURCE
+	canLower := testutil.HasCap(unix.CAP_SYS_RESOURCE)
 	waitInc := func() {
 		t.Helper()
 		if !canLower {
@@ -158,20 +159,4 @@ func TestRealProtectedCgroupRecreated(t *testing.T) {
 	if st := p.Stats(); st.Signals != 0 {
 		t.Errorf("%d pressure signals from restarts alone", st.Signals)
 	}
-}
-
-// hasCap reports whether the test process has capability bit in its
-// effective set.
-func hasCap(t *testing.T, bit uint) bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
-			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && n&(1<<bit) != 0
-		}
-	}
-	return false
 }

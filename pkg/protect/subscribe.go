@@ -6,11 +6,6 @@ package protect
 // reader, not a normal queue.
 const subBuffer = 16
 
-type subscriber struct {
-	ch      chan Signal
-	dropped uint64
-}
-
 // Subscribe returns a channel of confirmed pressure signals and a cancel
 // function that ends the subscription (and closes the channel). Delivery
 // never blocks the protector: when a subscriber's buffer is full the
@@ -22,14 +17,14 @@ func (p *Protector) Subscribe() (<-chan Signal, func()) {
 	defer p.subMu.Unlock()
 	id := p.next
 	p.next++
-	s := &subscriber{ch: make(chan Signal, subBuffer)}
-	p.subs[id] = s
-	return s.ch, func() {
+	ch := make(chan Signal, subBuffer)
+	p.subs[id] = ch
+	return ch, func() {
 		p.subMu.Lock()
 		defer p.subMu.Unlock()
 		if _, ok := p.subs[id]; ok {
 			delete(p.subs, id)
-			close(s.ch)
+			close(ch)
 		}
 	}
 }
@@ -38,11 +33,10 @@ func (p *Protector) publish(sig Signal) {
 	p.signals.Add(1)
 	p.subMu.Lock()
 	defer p.subMu.Unlock()
-	for _, s := range p.subs {
+	for _, ch := range p.subs {
 		select {
-		case s.ch <- sig:
+		case ch <- sig:
 		default:
-			s.dropped++
 			p.dropped.Add(1)
 		}
 	}

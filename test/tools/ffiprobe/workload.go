@@ -1,69 +1,43 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/containers/qmd/internal/config"
+	"github.com/containers/qmd/internal/hostinfo"
 )
 
 // memTotal is MemTotal of /proc/meminfo in bytes.
 func memTotal() (int64, error) {
-	f, err := os.Open("/proc/meminfo")
+	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(fields[1], 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("/proc/meminfo MemTotal %q: %w", fields[1], err)
-			}
-			return kb * 1024, nil
-		}
+	n := hostinfo.ParseMemTotal(b)
+	if n == 0 {
+		return 0, errors.New("/proc/meminfo has no MemTotal")
 	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("/proc/meminfo has no MemTotal")
+	return int64(n), nil
 }
 
-// parseSize reads "256M", "1G", "4096" (bytes; K/M/G/T are powers of 1024).
+// parseSize reads "256M", "1G", "4096": qmd's size syntax (bytes; K/M/G/T
+// are powers of 1024), a positive byte count.
 func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v <= 0 {
+	v, err := config.ParseSize(s)
+	if err != nil || v.Percent > 0 || v.Bytes == 0 || v.Bytes > math.MaxInt64 {
 		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M, G or T suffix", s)
 	}
-	return v * mult, nil
+	return int64(v.Bytes), nil
 }
 
 // runMemHog maps -pct % of RAM anonymously, writes every page and holds it
