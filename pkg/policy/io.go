@@ -205,12 +205,18 @@ func (c *Controller) onIOPressure(at time.Time) {
 		}
 		return
 	}
-	var done []string
+	var done []cgroups.IOLimit
+	var texts []string
 	for _, l := range changed {
 		c.log.Info("ASIL io pressure: lowering the partition's io limits", zap.String("io_max", l.String()))
-		if c.applyIOStep(l, "io throttle failed") {
-			done = append(done, l.String())
+		if !c.applyIOStep(l, "io throttle failed") {
+			// Not written: the throttle keeps what is really set, and
+			// the next confirmed window tries again.
+			c.io.thr.undo(l.Dev)
+			continue
 		}
+		done = append(done, l)
+		texts = append(texts, l.String())
 	}
 	if len(done) == 0 {
 		return
@@ -218,8 +224,8 @@ func (c *Controller) onIOPressure(at time.Time) {
 	if !c.h.DryRun {
 		c.hooks.Condition(supervisor.IOLimited, true, "ASIL io pressure")
 	}
-	c.record(incident.IOThrottle, "ASIL io pressure: partition io limited to "+ioSummary(changed),
-		map[string]string{"io_max": strings.Join(done, "; "), "action": "lower", "at": at.Format(time.RFC3339Nano)})
+	c.record(incident.IOThrottle, "ASIL io pressure: partition io limited to "+ioSummary(done),
+		map[string]string{"io_max": strings.Join(texts, "; "), "action": "lower", "at": at.Format(time.RFC3339Nano)})
 }
 
 // applyIOStep writes one device's limits of a reaction step (nothing in
@@ -415,6 +421,17 @@ func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLi
 	}
 	t.lastStep = now
 	return out, ""
+}
+
+// undo takes back the last step of dev: writing it failed, so what is
+// really set is still the limit before it.
+func (t *ioThrottle) undo(dev cgroups.Device) {
+	d, ok := t.devs[dev]
+	if !ok || len(d.history) == 0 {
+		return
+	}
+	d.current = d.history[len(d.history)-1]
+	d.history = d.history[:len(d.history)-1]
 }
 
 // tick undoes one step on every throttled device when restoreAfter has

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -365,5 +367,47 @@ func TestResolveIODevicePartitionToDisk(t *testing.T) {
 	}
 	if _, err := resolveIODevice("/sys", "/dev/qmd-no-such-disk"); err == nil {
 		t.Error("missing device resolved")
+	}
+}
+
+// failingIOSetter refuses io.max writes while fail is set.
+type failingIOSetter struct {
+	cgroups.LimitSetter
+	fail bool
+}
+
+func (f *failingIOSetter) SetIOMax(ctx context.Context, l cgroups.IOLimit) error {
+	if f.fail {
+		return errors.New("test: io.max refused")
+	}
+	return f.LimitSetter.SetIOMax(ctx, l)
+}
+
+// TestIOThrottleWriteFailureKeepsState: a step whose io.max write fails is
+// taken back (no incident, no io-limited, nothing to restore); the next
+// window steps from what is really set.
+func TestIOThrottleWriteFailureKeepsState(t *testing.T) {
+	h, root := ioHost(t)
+	r := newRecorder()
+	c := newController(t, h, ioPartition(t, "[partition.io]\nstep = \"50%\"\nfloor = \"1M\"\n[[partition.io.device]]\npath = \"254:0\"\nwrite_bps = \"40M\"\n"), r)
+	ioMax := filepath.Join(root, "libpod-0123abcd/io.max")
+	configured := read(t, ioMax)
+	fs := &failingIOSetter{LimitSetter: c.setter, fail: true}
+	c.setter = fs
+	t0 := time.Now()
+	c.onIOPressure(t0)
+	if c.io.thr.throttled() || r.Count(incident.IOThrottle) != 0 || read(t, ioMax) != configured {
+		t.Fatalf("after a failed write: throttled %v, %d incidents, io.max %q", c.io.thr.throttled(), r.Count(incident.IOThrottle), read(t, ioMax))
+	}
+	r.mu.Lock()
+	if len(r.conds) != 0 {
+		t.Errorf("conditions %v after a failed write", r.conds)
+	}
+	r.mu.Unlock()
+	fs.fail = false
+	write(t, root, map[string]string{"libpod-0123abcd/io.stat": "254:0 rbytes=0 wbytes=1073741824 rios=0 wios=1 dbytes=0 dios=0\n"})
+	c.onIOPressure(t0.Add(2 * time.Second))
+	if got := read(t, ioMax); got != "254:0 rbps=max wbps=20971520 riops=max wiops=max" {
+		t.Errorf("io.max %q, want one step (half of 40M) from the configured value", got)
 	}
 }
