@@ -107,7 +107,10 @@ func TestHostLowLeavesAHostHogToTheKernel(t *testing.T) {
 	p.Pressure.Floor, _ = config.ParseSize("256M")
 	c := newController(t, h, p, r)
 	c.pid = os.Getpid()
-	c.kill = func(pid int, _ string) error { t.Errorf("killed %d: the kernel would kill the host's leak", pid); return nil }
+	c.kill = func(pid int, _ string) error {
+		t.Errorf("killed %d: the kernel would kill the host's leak", pid)
+		return nil
+	}
 	t0 := time.Unix(5000, 0)
 	c.onMemoryPressure(t0)
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != strconv.Itoa(768*mib) || r.Count(incident.Throttle) != 1 {
