@@ -479,9 +479,15 @@ s15() {
 	local why cg dev w m t0 d0 d1 low="" want
 	systemctl is-active -q ffi-fsync.service || ffi_probes_start
 	why=$(ffi_dropin 61-ffi-io.toml) || skip "[partition.io] is not known to this qmd: $why"
-	# A quick restore, so that the reaction's way back fits the scenario.
-	printf '[[partition]]\nname = "qm"\n[partition.io]\nrestore_after = "10s"\n' >"$FFI_DROPIN_DIR/63-ffi-io-restore.toml"
-	trap 'rm -f "$FFI_DROPIN_DIR/61-ffi-io.toml" "$FFI_DROPIN_DIR/63-ffi-io-restore.toml"; systemctl restart qmd.service' EXIT
+	# For the reaction (s15_reaction): an ASIL stand-in that reads from the
+	# disk (the probes write, and their fsync waits for the journal commit,
+	# which PSI does not count as io stall; with memory_min their pages are
+	# not evicted either), protected with watch_pressure; and a quick
+	# restore, so that the way back fits the scenario.
+	s15_reader_start
+	printf '[[partition]]\nname = "qm"\n[partition.io]\nrestore_after = "10s"\n\n[[protect]]\nunit = "ffi-reader.service"\noom_score_adj = -900\nwatch_pressure = true\n' \
+		>"$FFI_DROPIN_DIR/63-ffi-io-reaction.toml"
+	trap 'rm -f "$FFI_DROPIN_DIR/61-ffi-io.toml" "$FFI_DROPIN_DIR/63-ffi-io-reaction.toml"; systemctl stop ffi-reader.service; systemctl restart qmd.service' EXIT
 	timeout 300 systemctl restart qmd.service || fail "qmd.service did not restart with 61-ffi-io.toml"
 	check_boot
 	cg=$(part_cgroup qm)
@@ -527,10 +533,23 @@ s15() {
 	s15_reaction "$cg" "$dev"
 }
 
+# s15_reader_start: the ASIL reader, a host unit reading 256 KiB at a random
+# offset of a 64 MiB file with O_DIRECT (never from the page cache) every
+# 100 ms: idle, its io stall stays far below the 100 ms per window threshold;
+# behind a partition that keeps the disk busy, each read queues.
+s15_reader_start() {
+	local f=/var/lib/ffiprobe/reader.dat
+	mkdir -p "${f%/*}"
+	[ -s "$f" ] || dd if=/dev/urandom of="$f" bs=1M count=64 status=none conv=fsync
+	systemctl is-active -q ffi-reader.service && return 0
+	systemd-run --unit=ffi-reader --quiet --collect -p OOMScoreAdjust=-900 /bin/sh -c \
+		"while :; do dd if=$f of=/dev/null bs=256k count=1 skip=\$(( \$(od -An -N2 -tu2 /dev/urandom) % 256 )) iflag=direct status=none; sleep 0.1; done" ||
+		fail "systemd-run of the ASIL reader failed"
+}
+
 # The reaction to ASIL io pressure, asserted: a page-cache thrash in QM (a file
-# of the VM's RAM written and re-read; the probes' own reads and the fsync
-# probe's journal commits queue behind it, measured in make ffi-bench: the
-# reaction 12.7 s in) must make qmd lower the partition's bandwidth
+# of the VM's RAM written and re-read; the ASIL reader's direct reads queue
+# behind it) must make qmd lower the partition's bandwidth
 # (io-throttle incident, condition io-limited, io.max rbps/wbps between the 1M
 # floor and the configured values), and once the thrash is gone restore
 # exactly the configured io.max and clear io-limited.
@@ -547,6 +566,7 @@ s15_reaction() {
 	}
 	# Whatever the IO hog left (a loaded host): back to the configured values first.
 	wait_for 180 "io.max of $dev back to '$conf' before the thrash" s15_configured
+	info "ASIL reader io.pressure before the thrash: $(head -n 1 /sys/fs/cgroup/system.slice/ffi-reader.service/io.pressure 2>/dev/null)"
 	t1=$(( $(now_ns) / 1000 ))
 	ffi_wl_start qm thrash
 	if ! (wait_for 150 "an io-throttle of the partition under the page-cache thrash" s15_limited); then
@@ -554,6 +574,7 @@ s15_reaction() {
 		fail "no io reaction within 150s of a page-cache thrash in QM: qmd events $(ffi_events "$t1" | awk '{ print $2 }' | sort | uniq -c | awk '{ printf "%s x%s ", $2, $1 }'); fsync probe $(ffi_dump1 fsync)"
 	fi
 	m=$(grep "^$dev " "$cg/io.max" 2>/dev/null || true)
+	info "ASIL reader io.pressure at the reaction: $(head -n 1 /sys/fs/cgroup/system.slice/ffi-reader.service/io.pressure 2>/dev/null)"
 	info "io reaction $(secs $(( $(now_ns) - t1 * 1000 )))s after the thrash started: io.max $m; $(ffi_events "$t1" | awk '$2 == "io-throttle" { $1 = ""; $2 = ""; print; exit }')"
 	for k in rbps:104857600 wbps:52428800; do
 		v=$(sed -n "s/.*${k%%:*}=\([0-9]*\).*/\1/p" <<<"$m")
@@ -566,6 +587,7 @@ s15_reaction() {
 	wait_for 240 "io.max of $dev restored to exactly '$conf' and io-limited cleared after the thrash" s15_configured
 	info "io.max restored $(secs $(( $(now_ns) - t1 )))s after the thrash ended: $(grep "^$dev " "$cg/io.max")"
 	systemctl is-active -q ffi-fsync.service || check_later "the ASIL fsync probe died under the thrash"
+	systemctl is-active -q ffi-reader.service || check_later "the ASIL reader died under the thrash"
 }
 
 # ---- 16: disk filler: [partition.disk] ------------------------------------------------------
