@@ -145,6 +145,15 @@ main() {
 	# --- boot -----------------------------------------------------------------------
 	console=$build/console.log
 	: >"$console"
+	# A second, slow disk (/dev/vdb, ext4 "qmd-slow"): qemu caps it at 8 MiB/s
+	# and 200 IOPS, like the eMMC of a car's computer. The main disk is served
+	# from the build host's page cache and never makes a guest process wait
+	# long enough for PSI io stall; on this one a partition's writer and an
+	# ASIL reader really queue behind each other (scenario 15's IO reaction).
+	slow=$build/slow.raw
+	rm -f "$slow"
+	truncate -s 512M "$slow"
+	mkfs.ext4 -q -F -L qmd-slow "$slow" # set -e: a failure ends the run here
 	log "booting the VM (kernel $KVER, ${mem} MiB, 2 vCPUs, TCG; hard timeout ${timeout_s}s; console: $console)"
 	t_boot=$(date +%s)
 	qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m "$mem" \
@@ -152,6 +161,7 @@ main() {
 		-serial "file:$console" -device virtio-rng-pci \
 		-kernel "$KERNEL" -initrd "$INITRD" \
 		-drive "file=$raw,format=raw,if=virtio,cache=unsafe,snapshot=on" \
+		-drive "file=$slow,format=raw,if=virtio,cache=none,throttling.bps-total=8388608,throttling.iops-total=200" \
 		-virtfs "local,path=$share,mount_tag=harness,security_model=none" \
 		-append "console=ttyS0 root=/dev/vda rw panic=-1 quiet systemd.wants=harness.service" &
 	qpid=$!

@@ -190,6 +190,7 @@ ffi_wl_cmd() {
 	cpuhog) echo "/usr/local/bin/ffiprobe cpuhog" ;;
 	iohog) echo "/usr/local/bin/ffiprobe iohog -dir /var/ffi -size 256M -workers 2" ;;
 	fill) echo "/usr/local/bin/ffiprobe fill -dir /var/ffi" ;;
+	slowhog) echo "while :; do dd if=/dev/zero of=/var/slow/ffi-hog.dat bs=1M count=64 oflag=direct status=none; done" ;;
 	*) return 1 ;;
 	esac
 }
@@ -479,16 +480,27 @@ s15() {
 	local why cg dev w m t0 d0 d1 low="" want
 	systemctl is-active -q ffi-fsync.service || ffi_probes_start
 	why=$(ffi_dropin 61-ffi-io.toml) || skip "[partition.io] is not known to this qmd: $why"
-	# For the reaction (s15_reaction): an ASIL stand-in that reads from the
-	# disk (the probes write, and their fsync waits for the journal commit,
-	# which PSI does not count as io stall; with memory_min their pages are
-	# not evicted either), protected with watch_pressure; and a quick
-	# restore, so that the way back fits the scenario.
-	s15_reader_start
-	printf '[[partition]]\nname = "qm"\n[partition.io]\nrestore_after = "10s"\n\n[[protect]]\nunit = "ffi-reader.service"\noom_score_adj = -900\nwatch_pressure = true\n' \
+	# For the reaction (s15_reaction): the slow disk (run.sh: qemu caps it
+	# at 8 MiB/s, 200 IOPS) under the partition's /var, an ASIL stand-in that
+	# reads from it, protected with watch_pressure (the probes write, and
+	# their fsync waits for the journal commit, which PSI does not count as
+	# io stall; the main disk is served from the build host's page cache),
+	# and a quick restore so that the way back fits the scenario.
+	[ -b /dev/vdb ] || skip "no slow disk /dev/vdb (a run.sh from before it)"
+	mkdir -p "$S15_SLOW"
+	mountpoint -q "$S15_SLOW" || mount /dev/vdb "$S15_SLOW" || fail "mount /dev/vdb $S15_SLOW failed"
+	systemctl is-active -q ffi-read.service ||
+		systemd-run --unit=ffi-read --quiet --collect -p OOMScoreAdjust=-900 \
+			/usr/local/bin/ffiprobe read -out "$FFI_OUT/read.json" -path "$S15_SLOW/asil-read.dat" ||
+		fail "systemd-run of the ASIL read probe failed"
+	printf '[[partition]]\nname = "qm"\n[partition.io]\nrestore_after = "10s"\n\n[[protect]]\nunit = "ffi-read.service"\noom_score_adj = -900\nwatch_pressure = true\n' \
 		>"$FFI_DROPIN_DIR/63-ffi-io-reaction.toml"
-	trap 'rm -f "$FFI_DROPIN_DIR/61-ffi-io.toml" "$FFI_DROPIN_DIR/63-ffi-io-reaction.toml"; systemctl stop ffi-reader.service; systemctl restart qmd.service' EXIT
-	timeout 300 systemctl restart qmd.service || fail "qmd.service did not restart with 61-ffi-io.toml"
+	trap 'rm -f "$FFI_DROPIN_DIR/61-ffi-io.toml" "$FFI_DROPIN_DIR/63-ffi-io-reaction.toml"; systemctl stop ffi-read.service; umount -l "$S15_SLOW"; systemctl restart qmd.service' EXIT
+	# The partition afresh: its /var (a recursive bind of /var/qm) then
+	# holds the slow disk's mount.
+	systemctl stop qmd.service
+	podman rm -f -t 0 qm >/dev/null 2>&1 || true
+	timeout 300 systemctl start qmd.service || fail "qmd.service did not start with 61-ffi-io.toml"
 	check_boot
 	cg=$(part_cgroup qm)
 	dev=$(lsblk -dno MAJ:MIN /dev/vda | tr -d ' ')
@@ -533,61 +545,64 @@ s15() {
 	s15_reaction "$cg" "$dev"
 }
 
-# s15_reader_start: the ASIL reader, a host unit reading 256 KiB at a random
-# offset of a 64 MiB file with O_DIRECT (never from the page cache) every
-# 100 ms: idle, its io stall stays far below the 100 ms per window threshold;
-# behind a partition that keeps the disk busy, each read queues.
-s15_reader_start() {
-	local f=/var/lib/ffiprobe/reader.dat
-	mkdir -p "${f%/*}"
-	[ -s "$f" ] || dd if=/dev/urandom of="$f" bs=1M count=64 status=none conv=fsync
-	systemctl is-active -q ffi-reader.service && return 0
-	systemd-run --unit=ffi-reader --quiet --collect -p OOMScoreAdjust=-900 /bin/sh -c \
-		"while :; do dd if=$f of=/dev/null bs=256k count=1 skip=\$(( \$(od -An -N2 -tu2 /dev/urandom) % 256 )) iflag=direct status=none; sleep 0.1; done" ||
-		fail "systemd-run of the ASIL reader failed"
-}
+# Where scenario 15 mounts the slow disk: inside the partition's /var (/var/slow there).
+S15_SLOW=/var/qm/slow
 
-# The reaction to ASIL io pressure, asserted: a page-cache thrash in QM (a file
-# of the VM's RAM written and re-read; the ASIL reader's direct reads queue
-# behind it) must make qmd lower the partition's bandwidth
-# (io-throttle incident, condition io-limited, io.max rbps/wbps between the 1M
-# floor and the configured values), and once the thrash is gone restore
-# exactly the configured io.max and clear io-limited.
+# The reaction to ASIL io pressure, asserted: a writer in QM on the slow disk
+# (O_DIRECT 1 MiB blocks, as fast as the disk takes them) queues the ASIL read
+# probe's reads behind its own; qmd must lower the partition's write bandwidth
+# on that disk (io-throttle incident, condition io-limited, wbps between the 1M
+# floor and what the writer did), the reads must get faster again under the
+# lowered limit, and once the writer is gone qmd must lift the limit it set
+# and leave the configured io.max of /dev/vda exactly as configured.
 s15_reaction() {
-	local cg=$1 dev=$2 t1 m k v conf="rbps=104857600 wbps=52428800 riops=2000 wiops=1000"
+	local cg=$1 dev=$2 slow t1 m v r0 r1 r2 conf="rbps=104857600 wbps=52428800 riops=2000 wiops=1000"
+	slow=$(lsblk -dno MAJ:MIN /dev/vdb | tr -d ' ')
 	s15_limited() {
 		busctl get-property org.containers.qmd1 /org/containers/qmd1/partition/qm org.containers.qmd1.Partition Conditions 2>/dev/null | grep -q '"io-limited"'
 	}
-	s15_configured() {
+	s15_configured() { # vda as configured, vdb unlimited, io-limited cleared
 		local m w
 		m=$(grep "^$dev " "$cg/io.max" 2>/dev/null) || return 1
 		for w in $conf; do grep -qw "$w" <<<"$m" || return 1; done
+		m=$(grep "^$slow " "$cg/io.max" 2>/dev/null || true)
+		[ -z "$m" ] || [ "$m" = "$slow rbps=max wbps=max riops=max wiops=max" ] || return 1
 		! s15_limited
 	}
 	# Whatever the IO hog left (a loaded host): back to the configured values first.
-	wait_for 180 "io.max of $dev back to '$conf' before the thrash" s15_configured
-	info "ASIL reader io.pressure before the thrash: $(head -n 1 /sys/fs/cgroup/system.slice/ffi-reader.service/io.pressure 2>/dev/null)"
+	wait_for 180 "io.max of $dev back to '$conf' and $slow unlimited before the writer" s15_configured
+	sleep 5
+	r0=$(ffi_dump1 read)
+	info "ASIL read probe idle: $r0; io.pressure $(head -n 1 /sys/fs/cgroup/system.slice/ffi-read.service/io.pressure 2>/dev/null)"
 	t1=$(( $(now_ns) / 1000 ))
-	ffi_wl_start qm thrash
-	if ! (wait_for 150 "an io-throttle of the partition under the page-cache thrash" s15_limited); then
+	ffi_wl_start qm slowhog
+	if ! (wait_for 120 "an io-throttle of the partition under the writer on the slow disk" s15_limited); then
+		r1=$(ffi_dump1 read)
 		ffi_wl_stop qm
-		fail "no io reaction within 150s of a page-cache thrash in QM: qmd events $(ffi_events "$t1" | awk '{ print $2 }' | sort | uniq -c | awk '{ printf "%s x%s ", $2, $1 }'); fsync probe $(ffi_dump1 fsync)"
+		fail "no io reaction within 120s of a writer on the slow disk in QM: qmd events $(ffi_events "$t1" | awk '{ print $2 }' | sort | uniq -c | awk '{ printf "%s x%s ", $2, $1 }'); read probe $r1; io.pressure $(head -n 1 /sys/fs/cgroup/system.slice/ffi-read.service/io.pressure 2>/dev/null)"
 	fi
-	m=$(grep "^$dev " "$cg/io.max" 2>/dev/null || true)
-	info "ASIL reader io.pressure at the reaction: $(head -n 1 /sys/fs/cgroup/system.slice/ffi-reader.service/io.pressure 2>/dev/null)"
-	info "io reaction $(secs $(( $(now_ns) - t1 * 1000 )))s after the thrash started: io.max $m; $(ffi_events "$t1" | awk '$2 == "io-throttle" { $1 = ""; $2 = ""; print; exit }')"
-	for k in rbps:104857600 wbps:52428800; do
-		v=$(sed -n "s/.*${k%%:*}=\([0-9]*\).*/\1/p" <<<"$m")
-		{ [ -n "$v" ] && [ "$v" -ge 1048576 ] && [ "$v" -lt "${k##*:}" ]; } ||
-			check_later "io.max under the reaction is '$m': ${k%%:*} must be lowered, between the 1M floor and ${k##*:}"
-	done
+	r1=$(ffi_dump1 read)
+	m=$(grep "^$slow " "$cg/io.max" 2>/dev/null || true)
+	info "io reaction $(secs $(( $(now_ns) - t1 * 1000 )))s after the writer started: io.max $m; $(ffi_events "$t1" | awk '$2 == "io-throttle" { $1 = ""; $2 = ""; print; exit }')"
+	info "ASIL read probe until the reaction: $r1"
+	v=$(sed -n "s/.*wbps=\([0-9]*\).*/\1/p" <<<"$m")
+	{ [ -n "$v" ] && [ "$v" -ge 1048576 ] && [ "$v" -le 8388608 ]; } ||
+		check_later "io.max of the slow disk under the reaction is '$m': wbps must be lowered to between the 1M floor and the disk's 8M"
 	ffi_events "$t1" | awk '$2 == "io-throttle"' | grep -q . || check_later "io-limited without an io-throttle incident in qmd's journal"
+	# The writer goes on under the lowered limit: the reads are faster again.
+	sleep 20
+	r2=$(ffi_dump1 read)
+	info "ASIL read probe under the lowered limit: $r2"
 	ffi_wl_stop qm
+	local p1 p2
+	p1=$(sed -n 's/.*"p50_us":\([0-9.]*\).*/\1/p' <<<"$r1"); p2=$(sed -n 's/.*"p50_us":\([0-9.]*\).*/\1/p' <<<"$r2")
+	awk -v a="$p1" -v b="$p2" 'BEGIN { exit !(a > 0 && b < a) }' ||
+		check_later "the ASIL reads did not get faster under the lowered limit: p50 ${p1}us until the reaction, ${p2}us after"
 	t1=$(now_ns)
-	wait_for 240 "io.max of $dev restored to exactly '$conf' and io-limited cleared after the thrash" s15_configured
-	info "io.max restored $(secs $(( $(now_ns) - t1 )))s after the thrash ended: $(grep "^$dev " "$cg/io.max")"
-	systemctl is-active -q ffi-fsync.service || check_later "the ASIL fsync probe died under the thrash"
-	systemctl is-active -q ffi-reader.service || check_later "the ASIL reader died under the thrash"
+	wait_for 240 "io.max restored ($dev exactly '$conf', $slow unlimited) and io-limited cleared after the writer" s15_configured
+	info "io.max restored $(secs $(( $(now_ns) - t1 )))s after the writer ended: $(grep -E "^($dev|$slow) " "$cg/io.max" | paste -sd';' -)"
+	systemctl is-active -q ffi-fsync.service || check_later "the ASIL fsync probe died under the writer"
+	systemctl is-active -q ffi-read.service || check_later "the ASIL read probe died under the writer"
 }
 
 # ---- 16: disk filler: [partition.disk] ------------------------------------------------------

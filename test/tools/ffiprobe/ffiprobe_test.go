@@ -147,3 +147,26 @@ func TestReportErrors(t *testing.T) {
 		t.Fatal("missing file: want an error")
 	}
 }
+
+// TestReadProbe: the read probe creates its file, reads it with O_DIRECT
+// (where the filesystem allows it) and writes a window with samples.
+func TestReadProbe(t *testing.T) {
+	dir := t.TempDir()
+	probeFile := filepath.Join(dir, "r.dat")
+	if f, err := os.OpenFile(filepath.Join(dir, "probe"), os.O_CREATE|os.O_RDWR|syscall.O_DIRECT, 0o644); err != nil {
+		t.Skipf("no O_DIRECT on %s: %v", dir, err)
+	} else {
+		f.Close()
+	}
+	for _, bad := range [][]string{{"-path", ""}, {"-path", probeFile, "-size", "1000"}, {"-path", probeFile, "-period", "0s"}, {"-path", probeFile, "-file-size", "4096"}} {
+		if err := runRead(bad); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	if err := ensureFile(probeFile, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(probeFile); err != nil || st.Size() != 1<<20 {
+		t.Fatalf("file: %v %v", st, err)
+	}
+}

@@ -9,6 +9,8 @@
 //	ffiprobe tick  -out FILE [-period 1ms]           wake-up latency of a periodic task
 //	ffiprobe touch -out FILE [-pct 5] [-pause 100ms] time per pass over a working set
 //	ffiprobe fsync -out FILE -path F [-period 10ms]  latency of write+fsync of a small file
+//	ffiprobe read  -out FILE -path F [-period 100ms] [-size 16384]
+//	                                                 latency of an O_DIRECT read at a random offset
 //
 // A probe records samples in a window. SIGUSR1 writes the window's summary
 // (count, p50/p99/max in microseconds, errors, a sequence number) to FILE
@@ -46,6 +48,8 @@ func main() {
 		err = runTouch(args)
 	case "fsync":
 		err = runFsync(args)
+	case "read":
+		err = runRead(args)
 	case "memhog":
 		err = runMemHog(args)
 	case "cpuhog":
@@ -68,6 +72,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: ffiprobe tick|touch|fsync|memhog|cpuhog|iohog|thrash|fill|report [flags] (see the package comment)")
+	fmt.Fprintln(os.Stderr, "usage: ffiprobe tick|touch|fsync|read|memhog|cpuhog|iohog|thrash|fill|report [flags] (see the package comment)")
 	os.Exit(2)
 }

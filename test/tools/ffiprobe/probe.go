@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -235,4 +236,94 @@ func runFsync(args []string) error {
 		off = (off + 4096) % (16 * 4096)
 		time.Sleep(time.Until(t.Add(*period)))
 	}
+}
+
+// runRead is the reading ASIL stand-in: every period it reads -size bytes
+// at a random aligned offset of -path with O_DIRECT (from the device, never
+// from the page cache), recording each read's latency. Its waits are what
+// PSI counts as io stall, unlike fsync's wait for the journal commit.
+func runRead(args []string) error {
+	fs := flag.NewFlagSet("read", flag.ContinueOnError)
+	out := fs.String("out", "", "summary file")
+	path := fs.String("path", "", "file to read (created with -file-size random bytes when missing)")
+	period := fs.Duration("period", 100*time.Millisecond, "period")
+	size := fs.Int("size", 16<<10, "bytes per read (a multiple of 4096)")
+	fileSize := fs.Int64("file-size", 32<<20, "size of a file it creates")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case *path == "":
+		return errors.New("-path FILE is required")
+	case *period <= 0:
+		return fmt.Errorf("-period %v: must be positive", *period)
+	case *size <= 0 || *size%4096 != 0:
+		return fmt.Errorf("-size %d: must be a positive multiple of 4096", *size)
+	case *fileSize < int64(*size):
+		return fmt.Errorf("-file-size %d: smaller than -size %d", *fileSize, *size)
+	}
+	w, err := newWindow("read", *out)
+	if err != nil {
+		return err
+	}
+	if err := ensureFile(*path, *fileSize); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return fmt.Errorf("-path %s: %w", *path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	blocks := st.Size() / int64(*size)
+	if blocks < 1 {
+		return fmt.Errorf("-path %s: %d bytes, smaller than -size %d", *path, st.Size(), *size)
+	}
+	// O_DIRECT wants an aligned buffer: a page-aligned anonymous mapping.
+	buf, err := syscall.Mmap(-1, 0, *size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != nil {
+		return err
+	}
+	w.serve()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for {
+		t := time.Now()
+		if _, err := f.ReadAt(buf, rng.Int64N(blocks)*int64(*size)); err != nil {
+			w.fail(err)
+		} else {
+			w.add(time.Since(t))
+		}
+		time.Sleep(time.Until(t.Add(*period)))
+	}
+}
+
+// ensureFile creates path with size random bytes (synced) unless it is
+// there already with at least that size.
+func ensureFile(path string, size int64) error {
+	if st, err := os.Stat(path); err == nil && st.Size() >= size {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("-path %s: %w", path, err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("-path %s: %w", path, err)
+	}
+	defer f.Close()
+	rng := rand.New(rand.NewPCG(uint64(size), 2))
+	chunk := make([]byte, 1<<20)
+	for done := int64(0); done < size; done += int64(len(chunk)) {
+		for i := range chunk {
+			chunk[i] = byte(rng.Uint32())
+		}
+		n := min(int64(len(chunk)), size-done)
+		if _, err := f.Write(chunk[:n]); err != nil {
+			return fmt.Errorf("-path %s: %w", path, err)
+		}
+	}
+	return f.Sync()
 }
