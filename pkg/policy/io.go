@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -158,43 +160,79 @@ func (c *Controller) sampleIO(now time.Time) map[cgroups.Device][2]uint64 {
 	return rates
 }
 
-// ioTargets are the devices the reaction throttles: the configured ones;
-// without any, every device the partition did IO on since the previous
-// reading (the disk under its writable volumes among them).
-func (c *Controller) ioTargets(rates map[cgroups.Device][2]uint64) []ioTarget {
+// ioTargets are the devices the reaction throttles: those the partition
+// did IO on since the previous reading, and of those only the ones the
+// pressured ASIL cgroup uses too when that is known (asil non-nil): a disk
+// the ASIL work never touches cannot be where it waits, and throttling the
+// partition there only hurts the partition (seen in e2e scenario 15: ASIL
+// reads stalled behind a partition writer on a second disk, and the
+// reaction lowered the configured main disk instead). A device's
+// configured limits are where its steps start. Before the first reading
+// (rates nil) the configured devices are the guess.
+func (c *Controller) ioTargets(rates map[cgroups.Device][2]uint64, asil map[cgroups.Device]bool) []ioTarget {
+	configured := make(map[cgroups.Device]cgroups.IOLimit, len(c.io.devs))
+	for _, l := range c.io.devs {
+		configured[l.Dev] = l
+	}
 	var out []ioTarget
-	if len(c.io.devs) > 0 {
+	if rates == nil {
 		for _, l := range c.io.devs {
-			t := ioTarget{configured: l, rate: [2]uint64{unknownRate, unknownRate}}
-			if r, ok := rates[l.Dev]; ok {
-				t.rate = r
-			} else if rates != nil {
-				t.rate = [2]uint64{}
+			if asil == nil || asil[l.Dev] {
+				out = append(out, ioTarget{configured: l, rate: [2]uint64{unknownRate, unknownRate}})
 			}
-			out = append(out, t)
 		}
-		return out
 	}
 	for dev, r := range rates {
-		if r[0] == 0 && r[1] == 0 {
+		if (r[0] == 0 && r[1] == 0) || (asil != nil && !asil[dev]) {
 			continue
 		}
-		out = append(out, ioTarget{configured: cgroups.NoIOLimit(dev), rate: r})
+		l, ok := configured[dev]
+		if !ok {
+			l = cgroups.NoIOLimit(dev)
+		}
+		out = append(out, ioTarget{configured: l, rate: r})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].configured.Dev.String() < out[j].configured.Dev.String() })
 	return out
 }
 
+// asilDevices are the devices the pressured ASIL cgroup (its directory in
+// the cgroup2 mount) has done IO on, from its io.stat; nil when unknown
+// (the host's pressure, no directory, or an unreadable file).
+func asilDevices(dir string) map[cgroups.Device]bool {
+	if dir == "" {
+		return nil
+	}
+	name := filepath.Join(dir, "io.stat")
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil
+	}
+	st, err := cgroups.ParseIOStat(name, b)
+	if err != nil {
+		return nil
+	}
+	devs := make(map[cgroups.Device]bool, len(st))
+	for _, s := range st {
+		if s.RBytes > 0 || s.WBytes > 0 {
+			devs[s.Dev] = true
+		}
+	}
+	return devs
+}
+
 // onIOPressure handles one confirmed IO pressure window of the protected
 // (ASIL) units: the partition's bandwidth limits go one step down (never
 // below the floor, at most one step per window).
-func (c *Controller) onIOPressure(at time.Time) {
+func (c *Controller) onIOPressure(at time.Time, asilDir string) {
 	rates := c.sampleIO(at)
+	asil := asilDevices(asilDir)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	targets := c.ioTargets(rates)
+	targets := c.ioTargets(rates, asil)
 	if len(targets) == 0 {
-		c.log.Debug("ASIL io pressure: the partition did no IO since the last reading; nothing to throttle")
+		c.log.Debug("ASIL io pressure: the partition did no IO since the last reading on a device the ASIL cgroup uses; nothing to throttle",
+			zap.String("asil_cgroup", asilDir))
 		c.io.thr.lastPressure = at
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -174,15 +175,15 @@ write_iops = 1000
 	}
 
 	t0 := time.Now()
-	c.onIOPressure(t0) // rate unknown (read at start < 100ms ago): from the configured limits
+	c.onIOPressure(t0, "") // rate unknown (read at start < 100ms ago): from the configured limits
 	if got := read(t, ioMax); got != "254:0 rbps=52428800 wbps=20971520 riops=max wiops=1000" {
 		t.Fatalf("io.max after one pressure window = %q", got)
 	}
 	// The partition keeps doing IO (1G per window, above every limit).
 	write(t, root, map[string]string{"libpod-0123abcd/io.stat": "254:0 rbytes=1073741824 wbytes=1073741824 rios=1 wios=1 dbytes=0 dios=0\n"})
-	c.onIOPressure(t0.Add(time.Second))
+	c.onIOPressure(t0.Add(time.Second), "")
 	write(t, root, map[string]string{"libpod-0123abcd/io.stat": "254:0 rbytes=2147483648 wbytes=2147483648 rios=2 wios=2 dbytes=0 dios=0\n"})
-	c.onIOPressure(t0.Add(2 * time.Second))
+	c.onIOPressure(t0.Add(2*time.Second), "")
 	if got := read(t, ioMax); got != "254:0 rbps=13107200 wbps=10485760 riops=max wiops=1000" {
 		t.Fatalf("io.max after three windows = %q (floor 10M)", got)
 	}
@@ -237,7 +238,7 @@ func TestIOReactionFollowsTheMeasuredDevice(t *testing.T) {
 	t0 := time.Now()
 	c.sampleIO(t0)
 	write(t, root, map[string]string{"libpod-0123abcd/io.stat": "254:0 rbytes=0 wbytes=83886080 rios=0 wios=20 dbytes=0 dios=0\n7:3 rbytes=0 wbytes=0 rios=0 wios=0 dbytes=0 dios=0\n"})
-	c.onIOPressure(t0.Add(2 * time.Second)) // 80M in 2 s: 40M/s
+	c.onIOPressure(t0.Add(2*time.Second), "") // 80M in 2 s: 40M/s
 	if got := read(t, ioMax); got != "254:0 rbps=max wbps=20971520 riops=max wiops=max" {
 		t.Errorf("io.max = %q, want half the measured 40M/s write rate on 254:0 only", got)
 	}
@@ -254,7 +255,7 @@ func TestIODryRun(t *testing.T) {
 	h.DryRun = true
 	r := newRecorder()
 	c := newController(t, h, ioPartition(t, "[[partition.io.device]]\npath = \"254:0\"\nwrite_bps = \"8M\"\n"), r)
-	c.onIOPressure(time.Now())
+	c.onIOPressure(time.Now(), "")
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/io.max")); got != "" {
 		t.Errorf("dry run wrote io.max = %q", got)
 	}
@@ -395,7 +396,7 @@ func TestIOThrottleWriteFailureKeepsState(t *testing.T) {
 	fs := &failingIOSetter{LimitSetter: c.setter, fail: true}
 	c.setter = fs
 	t0 := time.Now()
-	c.onIOPressure(t0)
+	c.onIOPressure(t0, "")
 	if c.io.thr.throttled() || r.Count(incident.IOThrottle) != 0 || read(t, ioMax) != configured {
 		t.Fatalf("after a failed write: throttled %v, %d incidents, io.max %q", c.io.thr.throttled(), r.Count(incident.IOThrottle), read(t, ioMax))
 	}
@@ -406,8 +407,55 @@ func TestIOThrottleWriteFailureKeepsState(t *testing.T) {
 	r.mu.Unlock()
 	fs.fail = false
 	write(t, root, map[string]string{"libpod-0123abcd/io.stat": "254:0 rbytes=0 wbytes=1073741824 rios=0 wios=1 dbytes=0 dios=0\n"})
-	c.onIOPressure(t0.Add(2 * time.Second))
+	c.onIOPressure(t0.Add(2*time.Second), "")
 	if got := read(t, ioMax); got != "254:0 rbps=max wbps=20971520 riops=max wiops=max" {
 		t.Errorf("io.max %q, want one step (half of 40M) from the configured value", got)
 	}
+}
+
+// TestIOReactionTargetsTheASILDevice: the reaction lowers the limits only
+// on devices the partition did IO on AND the pressured ASIL cgroup uses:
+// ASIL reads stalled on a second disk (254:16) behind a partition writer
+// there; the configured main disk (254:0), where the partition did a
+// little IO too, is left as configured (e2e scenario 15 saw it lowered to
+// the floor while the second disk stayed unlimited). A disk the ASIL
+// cgroup does not use is never a target.
+func TestIOReactionTargetsTheASILDevice(t *testing.T) {
+	h, root := ioHost(t)
+	r := newRecorder()
+	c := newController(t, h, ioPartition(t, "[partition.io]\nstep = \"50%\"\nfloor = \"1M\"\n[[partition.io.device]]\npath = \"254:0\"\nwrite_bps = \"40M\"\n"), r)
+	rec := &recordingIOSetter{LimitSetter: c.setter}
+	c.setter = rec
+	asil := t.TempDir()
+	write(t, asil, map[string]string{"io.stat": "254:0 rbytes=0 wbytes=0 rios=0 wios=0 dbytes=0 dios=0\n254:16 rbytes=8388608 wbytes=0 rios=512 wios=0 dbytes=0 dios=0\n"})
+	t0 := time.Now()
+	c.sampleIO(t0)
+	// 2 s later: 16M written on 254:16 (8M/s), 64K on 254:0.
+	write(t, root, map[string]string{"libpod-0123abcd/io.stat": "254:0 rbytes=0 wbytes=65536 rios=0 wios=16 dbytes=0 dios=0\n254:16 rbytes=0 wbytes=16777216 rios=0 wios=16 dbytes=0 dios=0\n"})
+	c.onIOPressure(t0.Add(2*time.Second), asil)
+	if want := []string{"254:16 rbps=max wbps=4194304 riops=max wiops=max"}; !slices.Equal(rec.set, want) {
+		t.Fatalf("io.max writes %q, want only %q: 254:16 at half its 8M/s write rate, 254:0 left as configured", rec.set, want)
+	}
+	// Pressure on an ASIL cgroup that uses neither disk: nothing to do.
+	other := t.TempDir()
+	write(t, other, map[string]string{"io.stat": "8:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n"})
+	write(t, root, map[string]string{"libpod-0123abcd/io.stat": "254:0 rbytes=0 wbytes=131072 rios=0 wios=32 dbytes=0 dios=0\n254:16 rbytes=0 wbytes=33554432 rios=0 wios=32 dbytes=0 dios=0\n"})
+	c.onIOPressure(t0.Add(4*time.Second), other)
+	if len(rec.set) != 1 {
+		t.Errorf("io.max writes %q after pressure of an ASIL cgroup on another disk, want none more", rec.set)
+	}
+	if n := r.Count(incident.IOThrottle); n != 1 {
+		t.Errorf("%d io-throttle incidents, want 1", n)
+	}
+}
+
+// recordingIOSetter records the io.max lines written.
+type recordingIOSetter struct {
+	cgroups.LimitSetter
+	set []string
+}
+
+func (r *recordingIOSetter) SetIOMax(ctx context.Context, l cgroups.IOLimit) error {
+	r.set = append(r.set, l.String())
+	return r.LimitSetter.SetIOMax(ctx, l)
 }

@@ -103,7 +103,7 @@ func TestRealV1IOReaction(t *testing.T) {
 	}
 
 	t0 := time.Now()
-	c.onIOPressure(t0)
+	c.onIOPressure(t0, "")
 	if got := read(t, filepath.Join(x.blkio, "blkio.throttle.write_bps_device")); got != x.dev+" 4194304" {
 		t.Fatalf("write_bps after one IO pressure step: %q, want %s 4194304", got, x.dev)
 	}

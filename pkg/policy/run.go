@@ -140,7 +140,7 @@ func (c *Controller) onSignal(sig protect.Signal) bool {
 	case protect.CPU:
 		c.onCPUPressure(sig.At)
 	case protect.IO:
-		c.onIOPressure(sig.At)
+		c.onIOPressure(sig.At, sig.Dir)
 	default:
 		return false
 	}

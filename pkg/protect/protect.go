@@ -71,6 +71,9 @@ type Signal struct {
 	Source string        // the protected unit (or cgroup), or HostSource
 	At     time.Time     // the firing
 	Stall  time.Duration // stall growth over the window that confirmed it
+	// Dir is the protected cgroup's directory in the cgroup2 mount (its
+	// io.stat names the devices it uses); "" for the host.
+	Dir string
 }
 
 // Entry is one protected unit or cgroup (exactly one of Unit and Cgroup).

@@ -54,8 +54,8 @@ func TestUnitInNonDefaultSlice(t *testing.T) {
 	// And IO.
 	testutil.WriteTree(t, root, map[string]string{filepath.Join(cg, "io.pressure"): psiText(1000 + 120000)})
 	h.ft.Latest(t, h.file(cg, IO)).Fire(time.Now().Add(3 * time.Second))
-	if s := recv(t, sigs); s.Kind != IO || s.Source != "brakes.service" {
-		t.Errorf("io signal %+v", s)
+	if s := recv(t, sigs); s.Kind != IO || s.Source != "brakes.service" || s.Dir != filepath.Dir(h.file(cg, IO)) {
+		t.Errorf("io signal %+v: want the unit's directory %s (the policy reads its io.stat)", s, filepath.Dir(h.file(cg, IO)))
 	}
 }
 

@@ -386,7 +386,11 @@ func (p *Protector) fired(ev cgroups.PSIEvent, now time.Time) {
 		return
 	}
 	p.log.Debug("pressure confirmed", zap.String("trigger", ev.Watch.Name), zap.Uint64("growth_us", growth))
-	p.publish(Signal{Kind: t.kind, Source: t.source(), At: ev.At, Stall: time.Duration(growth) * time.Microsecond})
+	sig := Signal{Kind: t.kind, Source: t.source(), At: ev.At, Stall: time.Duration(growth) * time.Microsecond}
+	if t.u != nil && t.u.cgroup != "" && p.o.PSIRoot != "" {
+		sig.Dir = filepath.Join(p.o.PSIRoot, filepath.FromSlash(t.u.cgroup))
+	}
+	p.publish(sig)
 }
 
 // reconfigure applies a new configuration: unchanged entries keep their
