@@ -6,6 +6,7 @@ package policy
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 
@@ -71,4 +72,31 @@ func observe(h *Host) *observer.ObservedLogs {
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.Log = zap.New(core)
 	return logs
+}
+
+// recordKills makes this test process stand for the partition's init (an
+// alive pid, never to be killed) and records the pids the controller
+// kills instead of signalling them; a kill outside the partition's cgroup
+// fails the test.
+func recordKills(t *testing.T, c *Controller) *[]int {
+	t.Helper()
+	c.pid = os.Getpid()
+	killed := &[]int{}
+	c.kill = func(pid int, cg string) error {
+		if cg != "/libpod-0123abcd" {
+			t.Errorf("kill of %d scoped to %s", pid, cg)
+		}
+		*killed = append(*killed, pid)
+		return nil
+	}
+	return killed
+}
+
+// steppedConfig is the test partition with memory.high steps and floor
+// of size.
+func steppedConfig(size string) *config.Partition {
+	p := partitionConfig()
+	p.Pressure.Step, _ = config.ParseSize(size)
+	p.Pressure.Floor, _ = config.ParseSize(size)
+	return p
 }

@@ -47,18 +47,10 @@ func TestHostLowKillsTheOffenderInsteadOfThrottling(t *testing.T) {
 	h, root := hostLowHost(t, &avail)
 	r := newRecorder()
 	c := newController(t, h, partitionConfig(), r)
-	c.pid = os.Getpid()
-	var killed []int
-	c.kill = func(pid int, cg string) error {
-		if cg != "/libpod-0123abcd" {
-			t.Errorf("kill scoped to %s", cg)
-		}
-		killed = append(killed, pid)
-		return nil
-	}
+	kills := recordKills(t, c)
 	t0 := time.Unix(5000, 0)
 	c.onMemoryPressure(t0)
-	if len(killed) != 1 || killed[0] != 200 {
+	if killed := *kills; len(killed) != 1 || killed[0] != 200 {
 		t.Fatalf("killed %v, want the hog 200", killed)
 	}
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != "max" {
@@ -72,8 +64,8 @@ func TestHostLowKillsTheOffenderInsteadOfThrottling(t *testing.T) {
 	}
 	// The same window again (another trigger for the same shortage).
 	c.onMemoryPressure(t0.Add(300 * time.Millisecond))
-	if len(killed) != 1 {
-		t.Fatalf("killed %v: more than one kill per window", killed)
+	if len(*kills) != 1 {
+		t.Fatalf("killed %v: more than one kill per window", *kills)
 	}
 	// The hog is gone; the host is still short, but journald's 10 MiB
 	// would give it nothing: no kill; the throttle reclaims instead.
@@ -81,8 +73,8 @@ func TestHostLowKillsTheOffenderInsteadOfThrottling(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.onMemoryPressure(t0.Add(2 * time.Second))
-	if len(killed) != 1 || r.Count(incident.Throttle) != 1 {
-		t.Fatalf("killed %v, %d throttles: journald is not worth killing, want the throttle", killed, r.Count(incident.Throttle))
+	if len(*kills) != 1 || r.Count(incident.Throttle) != 1 {
+		t.Fatalf("killed %v, %d throttles: journald is not worth killing, want the throttle", *kills, r.Count(incident.Throttle))
 	}
 	if r.restartCount() != 0 || r.Count(incident.HostMemoryLow) != 1 {
 		t.Errorf("restarts %d, host-memory-low %d", r.restartCount(), r.Count(incident.HostMemoryLow))
@@ -102,10 +94,7 @@ func TestHostLowLeavesAHostHogToTheKernel(t *testing.T) {
 		"300/oom_score_adj": "0\n", "300/comm": "leak\n",
 	})
 	r := newRecorder()
-	p := partitionConfig()
-	p.Pressure.Step, _ = config.ParseSize("256M")
-	p.Pressure.Floor, _ = config.ParseSize("256M")
-	c := newController(t, h, p, r)
+	c := newController(t, h, steppedConfig("256M"), r)
 	c.pid = os.Getpid()
 	c.kill = func(pid int, _ string) error {
 		t.Errorf("killed %d: the kernel would kill the host's leak", pid)
@@ -159,13 +148,8 @@ func TestStallUnderThrottleWhileHostLow(t *testing.T) {
 	avail.Store(4 << 30)
 	h, root := hostLowHost(t, &avail)
 	r := newRecorder()
-	p := partitionConfig()
-	p.Pressure.Step, _ = config.ParseSize("256M")
-	p.Pressure.Floor, _ = config.ParseSize("256M")
-	c := newController(t, h, p, r)
-	c.pid = os.Getpid()
-	var killed []int
-	c.kill = func(pid int, _ string) error { killed = append(killed, pid); return nil }
+	c := newController(t, h, steppedConfig("256M"), r)
+	kills := recordKills(t, c)
 	t0 := time.Unix(5000, 0)
 	c.onMemoryPressure(t0) // the host has memory: throttled, 1024M -> 768M
 	high := read(t, filepath.Join(root, "libpod-0123abcd/memory.high"))
@@ -177,7 +161,7 @@ func TestStallUnderThrottleWhileHostLow(t *testing.T) {
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.high")); got != high {
 		t.Errorf("memory.high raised to %s while the host was below its reserve", got)
 	}
-	if len(killed) != 1 || killed[0] != 200 || r.restartCount() != 0 {
+	if killed := *kills; len(killed) != 1 || killed[0] != 200 || r.restartCount() != 0 {
 		t.Errorf("killed %v, restarts %d: want the hog killed, no restart", killed, r.restartCount())
 	}
 }

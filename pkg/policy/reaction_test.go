@@ -182,23 +182,15 @@ func TestStallKillsTheOffenderNotThePartition(t *testing.T) {
 	})
 	r := newRecorder()
 	c := newController(t, h, partitionConfig(), r)
-	c.pid = os.Getpid()
-	var killed []int
-	c.kill = func(pid int, cg string) error {
-		if cg != "/libpod-0123abcd" {
-			t.Errorf("kill scoped to %s", cg)
-		}
-		killed = append(killed, pid)
-		return nil
-	}
+	kills := recordKills(t, c)
 	t0 := time.Unix(5000, 0)
 	stallWindowsAt(c, t0, 0, 2)
-	if len(killed) != 0 || r.Count(incident.Stall) != 0 {
+	if len(*kills) != 0 || r.Count(incident.Stall) != 0 {
 		t.Fatal("acted on two windows")
 	}
 	stallWindowsAt(c, t0, 2, 1)
-	if len(killed) != 1 || killed[0] != 200 {
-		t.Fatalf("killed %v, want the hog 200", killed)
+	if len(*kills) != 1 || (*kills)[0] != 200 {
+		t.Fatalf("killed %v, want the hog 200", *kills)
 	}
 	inc := r.All()[len(r.All())-1]
 	if inc.Type != incident.Stall || inc.Details["pid"] != "200" || inc.Details["comm"] != "hog" ||
@@ -215,17 +207,17 @@ func TestStallKillsTheOffenderNotThePartition(t *testing.T) {
 	}
 	stallWindowsAt(c, t0, 3, 3)
 	stallWindowsAt(c, t0, 6, 3)
-	if len(killed) != 3 || killed[1] != 101 || killed[2] != 101 {
-		t.Fatalf("killed %v", killed)
+	if len(*kills) != 3 || (*kills)[1] != 101 || (*kills)[2] != 101 {
+		t.Fatalf("killed %v", *kills)
 	}
 	if r.restartCount() != 0 {
 		t.Fatal("restarted before the third kill had a chance")
 	}
 	stallWindowsAt(c, t0, 9, 3)
-	if r.restartCount() != 1 || len(killed) != 3 {
-		t.Fatalf("restarts %d, kills %v: want a restart after three kills", r.restartCount(), killed)
+	if r.restartCount() != 1 || len(*kills) != 3 {
+		t.Fatalf("restarts %d, kills %v: want a restart after three kills", r.restartCount(), *kills)
 	}
-	for _, pid := range killed {
+	for _, pid := range *kills {
 		if pid == os.Getpid() {
 			t.Fatal("killed the init")
 		}
