@@ -547,6 +547,7 @@ s15() {
 
 # Where scenario 15 mounts the slow disk: inside the partition's /var (/var/slow there).
 S15_SLOW=/var/qm/slow
+S15_READ_CG=/sys/fs/cgroup/system.slice/ffi-read.service
 
 # The reaction to ASIL io pressure, asserted: a writer in QM on the slow disk
 # (O_DIRECT 1 MiB blocks, as fast as the disk takes them) queues the ASIL read
@@ -558,6 +559,7 @@ S15_SLOW=/var/qm/slow
 s15_reaction() {
 	local cg=$1 dev=$2 slow t1 m v r0 r1 r2 conf="rbps=104857600 wbps=52428800 riops=2000 wiops=1000"
 	slow=$(lsblk -dno MAJ:MIN /dev/vdb | tr -d ' ')
+	s15_stall() { sed -n 's/^some .*total=\([0-9]*\)$/\1/p' "$S15_READ_CG/io.pressure"; } # µs
 	s15_limited() {
 		busctl get-property org.containers.qmd1 /org/containers/qmd1/partition/qm org.containers.qmd1.Partition Conditions 2>/dev/null | grep -q '"io-limited"'
 	}
@@ -573,31 +575,38 @@ s15_reaction() {
 	wait_for 180 "io.max of $dev back to '$conf' and $slow unlimited before the writer" s15_configured
 	sleep 5
 	r0=$(ffi_dump1 read)
-	info "ASIL read probe idle: $r0; io.pressure $(head -n 1 /sys/fs/cgroup/system.slice/ffi-read.service/io.pressure 2>/dev/null)"
+	info "ASIL read probe idle: $r0; io.pressure $(head -n 1 "$S15_READ_CG/io.pressure" 2>/dev/null)"
+	local a0 a1 a2 n0 n1 n2 before after
 	t1=$(( $(now_ns) / 1000 ))
+	n0=$(now_ns); a0=$(s15_stall)
 	ffi_wl_start qm slowhog
 	if ! (wait_for 120 "an io-throttle of the partition under the writer on the slow disk" s15_limited); then
 		r1=$(ffi_dump1 read)
 		ffi_wl_stop qm
-		fail "no io reaction within 120s of a writer on the slow disk in QM: qmd events $(ffi_events "$t1" | awk '{ print $2 }' | sort | uniq -c | awk '{ printf "%s x%s ", $2, $1 }'); read probe $r1; io.pressure $(head -n 1 /sys/fs/cgroup/system.slice/ffi-read.service/io.pressure 2>/dev/null)"
+		fail "no io reaction within 120s of a writer on the slow disk in QM: qmd events $(ffi_events "$t1" | awk '{ print $2 }' | sort | uniq -c | awk '{ printf "%s x%s ", $2, $1 }'); read probe $r1; io.pressure $(head -n 1 "$S15_READ_CG/io.pressure" 2>/dev/null)"
 	fi
+	n1=$(now_ns); a1=$(s15_stall)
 	r1=$(ffi_dump1 read)
 	m=$(grep "^$slow " "$cg/io.max" 2>/dev/null || true)
-	info "io reaction $(secs $(( $(now_ns) - t1 * 1000 )))s after the writer started: io.max $m; $(ffi_events "$t1" | awk '$2 == "io-throttle" { $1 = ""; $2 = ""; print; exit }')"
+	info "io reaction $(secs $(( n1 - t1 * 1000 )))s after the writer started: io.max $m; $(ffi_events "$t1" | awk '$2 == "io-throttle" { $1 = ""; $2 = ""; print; exit }')"
 	info "ASIL read probe until the reaction: $r1"
 	v=$(sed -n "s/.*wbps=\([0-9]*\).*/\1/p" <<<"$m")
 	{ [ -n "$v" ] && [ "$v" -ge 1048576 ] && [ "$v" -le 8388608 ]; } ||
 		check_later "io.max of the slow disk under the reaction is '$m': wbps must be lowered to between the 1M floor and the disk's 8M"
 	ffi_events "$t1" | awk '$2 == "io-throttle"' | grep -q . || check_later "io-limited without an io-throttle incident in qmd's journal"
-	# The writer goes on under the lowered limit: the reads are faster again.
+	# The writer goes on under the lowered limit: the ASIL reader's io stall
+	# (what PSI and qmd see) must fall to less than half of what it was
+	# from the writer's start to the reaction.
 	sleep 20
+	n2=$(now_ns); a2=$(s15_stall)
 	r2=$(ffi_dump1 read)
-	info "ASIL read probe under the lowered limit: $r2"
 	ffi_wl_stop qm
-	local p1 p2
-	p1=$(sed -n 's/.*"p50_us":\([0-9.]*\).*/\1/p' <<<"$r1"); p2=$(sed -n 's/.*"p50_us":\([0-9.]*\).*/\1/p' <<<"$r2")
-	awk -v a="$p1" -v b="$p2" 'BEGIN { exit !(a > 0 && b < a) }' ||
-		check_later "the ASIL reads did not get faster under the lowered limit: p50 ${p1}us until the reaction, ${p2}us after"
+	before=$(awk -v a="$a0" -v b="$a1" -v t="$(( n1 - n0 ))" 'BEGIN { printf "%.0f", (b - a) * 1e6 / t }')
+	after=$(awk -v a="$a1" -v b="$a2" -v t="$(( n2 - n1 ))" 'BEGIN { printf "%.0f", (b - a) * 1e6 / t }')
+	info "ASIL read probe under the lowered limit: $r2"
+	info "ASIL reader io stall: ${before} ms/s from the writer's start to the reaction, ${after} ms/s in the $(secs $(( n2 - n1 )))s after it (threshold 100 ms/s)"
+	[ "$(( after * 2 ))" -lt "$before" ] ||
+		check_later "the ASIL reader's io stall did not halve under the lowered limit: ${before} ms/s before the reaction, ${after} ms/s after"
 	t1=$(now_ns)
 	wait_for 240 "io.max restored ($dev exactly '$conf', $slow unlimited) and io-limited cleared after the writer" s15_configured
 	info "io.max restored $(secs $(( $(now_ns) - t1 )))s after the writer ended: $(grep -E "^($dev|$slow) " "$cg/io.max" | paste -sd';' -)"
