@@ -233,7 +233,6 @@ func (c *Controller) onIOPressure(at time.Time, asilDir string) {
 	if len(targets) == 0 {
 		c.log.Debug("ASIL io pressure: the partition did no IO since the last reading on a device the ASIL cgroup uses; nothing to throttle",
 			zap.String("asil_cgroup", asilDir))
-		c.io.thr.lastPressure = at
 		return
 	}
 	changed, held := c.io.thr.pressure(at, targets)
@@ -368,16 +367,21 @@ type ioThrottle struct {
 	restoreAfter time.Duration
 	minInterval  time.Duration // one step per PSI window at most
 
-	devs         map[cgroups.Device]*ioDevState
-	lastPressure time.Time
-	lastStep     time.Time
+	devs map[cgroups.Device]*ioDevState
 }
 
 // ioDevState is one device's throttle: the limits now and the way back to
 // the configured ones (history[0] while throttled, current otherwise).
+// Rate limit and hysteresis are per device: pressure on a disk the
+// partition is not throttled on (another ASIL unit, another disk) must
+// not hold back the restore of this one (seen in e2e scenario 15 on a
+// loaded host: the fsync probes' steady pressure on the main disk kept a
+// second disk throttled long after its contention had ended).
 type ioDevState struct {
-	current cgroups.IOLimit
-	history []cgroups.IOLimit // the limits before each step down
+	current      cgroups.IOLimit
+	history      []cgroups.IOLimit // the limits before each step down
+	lastPressure time.Time         // the last pressure window that targeted it
+	lastStep     time.Time         // its last step, down or up
 }
 
 func newIOThrottle(pct float64, step, floor uint64, restoreAfter time.Duration) *ioThrottle {
@@ -431,11 +435,8 @@ func (t *ioThrottle) lower(cur, rate uint64) uint64 {
 // pressure handles one confirmed IO pressure window and returns the
 // limits that changed.
 func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLimit, string) {
-	t.lastPressure = now
-	if t.throttled() && now.Sub(t.lastStep) < t.minInterval {
-		return nil, ioHeldRate
-	}
 	var out []cgroups.IOLimit
+	rated := false
 	for _, tg := range targets {
 		dev := tg.configured.Dev
 		d, ok := t.devs[dev]
@@ -443,6 +444,11 @@ func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLi
 			// Not throttled: (re)start from the configured limits.
 			d = &ioDevState{current: tg.configured}
 			t.devs[dev] = d
+		}
+		d.lastPressure = now
+		if len(d.history) > 0 && now.Sub(d.lastStep) < t.minInterval {
+			rated = true
+			continue
 		}
 		next := d.current
 		next.RBps = t.lower(d.current.RBps, tg.rate[0])
@@ -452,13 +458,16 @@ func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLi
 		}
 		d.history = append(d.history, d.current)
 		d.current = next
+		d.lastStep = now
 		out = append(out, next)
 	}
-	if len(out) == 0 {
-		return nil, ioHeldFloor
+	switch {
+	case len(out) > 0:
+		return out, ""
+	case rated:
+		return nil, ioHeldRate
 	}
-	t.lastStep = now
-	return out, ""
+	return nil, ioHeldFloor
 }
 
 // undo takes back the last step of dev: writing it failed, so what is
@@ -473,11 +482,9 @@ func (t *ioThrottle) undo(dev cgroups.Device) {
 }
 
 // tick undoes one step on every throttled device when restoreAfter has
-// passed since the last pressure window and the last step.
+// passed since the last pressure window that targeted it and its last
+// step.
 func (t *ioThrottle) tick(now time.Time) []cgroups.IOLimit {
-	if !t.throttled() || now.Sub(t.lastPressure) < t.restoreAfter || now.Sub(t.lastStep) < t.restoreAfter {
-		return nil
-	}
 	var out []cgroups.IOLimit
 	devs := make([]cgroups.Device, 0, len(t.devs))
 	for dev := range t.devs {
@@ -486,13 +493,13 @@ func (t *ioThrottle) tick(now time.Time) []cgroups.IOLimit {
 	sort.Slice(devs, func(i, j int) bool { return devs[i].String() < devs[j].String() })
 	for _, dev := range devs {
 		d := t.devs[dev]
-		if len(d.history) == 0 {
+		if len(d.history) == 0 || now.Sub(d.lastPressure) < t.restoreAfter || now.Sub(d.lastStep) < t.restoreAfter {
 			continue
 		}
 		d.current = d.history[len(d.history)-1]
 		d.history = d.history[:len(d.history)-1]
+		d.lastStep = now
 		out = append(out, d.current)
 	}
-	t.lastStep = now
 	return out
 }

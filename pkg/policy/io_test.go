@@ -459,3 +459,30 @@ func (r *recordingIOSetter) SetIOMax(ctx context.Context, l cgroups.IOLimit) err
 	r.set = append(r.set, l.String())
 	return r.LimitSetter.SetIOMax(ctx, l)
 }
+
+// TestIOThrottleRestoresPerDevice: pressure that goes on for one disk does
+// not hold back the restore of another whose contention ended.
+func TestIOThrottleRestoresPerDevice(t *testing.T) {
+	thr := newIOThrottle(0.5, 0, 1<<20, 10*time.Second)
+	thr.minInterval = time.Second
+	slow := cgroups.Device{Major: 254, Minor: 16}
+	vda := []ioTarget{{configured: ioLimitRW(100<<20, 50<<20), rate: [2]uint64{unknownRate, unknownRate}}}
+	both := append([]ioTarget{{configured: cgroups.NoIOLimit(slow), rate: [2]uint64{0, 8 << 20}}}, vda...)
+	t0 := time.Unix(1000, 0)
+	if ch, _ := thr.pressure(t0, both); len(ch) != 2 {
+		t.Fatalf("first window: %+v, want both disks lowered", ch)
+	}
+	// The main disk stays under pressure every window; the slow disk's ended.
+	var restored []cgroups.IOLimit
+	for i := 1; i <= 15; i++ {
+		now := t0.Add(time.Duration(i) * time.Second)
+		thr.pressure(now, vda)
+		restored = append(restored, thr.tick(now)...)
+	}
+	if len(restored) != 1 || restored[0] != cgroups.NoIOLimit(slow) {
+		t.Errorf("restored %+v, want only the slow disk, back to no limit", restored)
+	}
+	if d := thr.devs[ioVda]; len(d.history) == 0 {
+		t.Error("the main disk was restored under steady pressure")
+	}
+}
