@@ -515,12 +515,7 @@ s15() {
 		for want in riops=2000 wiops=1000; do
 			grep -qw "$want" <<<"$m" || check_later "io.max of the partition for $dev is '$m', want $want"
 		done
-		local k v
-		for k in rbps:104857600 wbps:52428800; do
-			v=$(sed -n "s/.*${k%%:*}=\([0-9]*\).*/\1/p" <<<"$m")
-			{ [ -n "$v" ] && [ "$v" -ge 1048576 ] && [ "$v" -le "${k##*:}" ]; } ||
-				check_later "io.max of the partition for $dev is '$m': ${k%%:*} must lie between the 1M floor and ${k##*:}"
-		done
+		s15_main_lowered "$dev" "$m"
 	else
 		for want in rbps=104857600 wbps=52428800 riops=2000 wiops=1000; do
 			grep -qw "$want" <<<"$m" || check_later "io.max of the partition for $dev is '$m', want $want"
@@ -543,6 +538,18 @@ s15() {
 	systemctl is-active -q ffi-fsync.service || check_later "the ASIL fsync probe died under the IO hog"
 	grep -q '"errors":0' <<<"$d1" || check_later "the ASIL fsync probe had errors under the IO hog: $d1"
 	s15_reaction "$cg" "$dev"
+}
+
+# s15_main_lowered DEV IO_MAX_LINE: the main disk's bandwidth limits, lowered
+# by a reaction to real ASIL io pressure, lie between the 1M floor and the
+# configured values of 61-ffi-io.toml.
+s15_main_lowered() {
+	local k v
+	for k in rbps:104857600 wbps:52428800; do
+		v=$(sed -n "s/.*${k%%:*}=\([0-9]*\).*/\1/p" <<<"$2")
+		{ [ -n "$v" ] && [ "$v" -ge 1048576 ] && [ "$v" -le "${k##*:}" ]; } ||
+			check_later "io.max of $1 is '$2': ${k%%:*} must lie between the 1M floor and ${k##*:}"
+	done
 }
 
 # Where scenario 15 mounts the slow disk: inside the partition's /var (/var/slow there).
@@ -573,7 +580,7 @@ s15_reaction() {
 	# The main disk may be io-limited meanwhile on a loaded host (the fsync
 	# probes' own pressure there); the slow disk must start free.
 	wait_for 60 "no io limit on the slow disk $slow before the writer" s15_slow_free
-	local a0 a1 a2 ai ni n0 n1 n2 idle before after k w
+	local a0 a1 a2 ai ni n0 n1 n2 idle before after w
 	# The reader's own stall without the writer: on a loaded host it is far
 	# from zero, and only what the writer adds is the partition's doing.
 	ni=$(now_ns); ai=$(s15_stall)
@@ -626,11 +633,7 @@ s15_reaction() {
 	m=$(grep "^$dev " "$cg/io.max" 2>/dev/null || true)
 	if s15_limited; then
 		info "the main disk is still io-limited (its own ASIL pressure): io.max $m"
-		for k in rbps:104857600 wbps:52428800; do
-			v=$(sed -n "s/.*${k%%:*}=\([0-9]*\).*/\1/p" <<<"$m")
-			{ [ -n "$v" ] && [ "$v" -ge 1048576 ] && [ "$v" -le "${k##*:}" ]; } ||
-				check_later "io.max of the main disk is '$m': ${k%%:*} must lie between the 1M floor and ${k##*:}"
-		done
+		s15_main_lowered "$dev" "$m"
 	else
 		for w in $conf; do grep -qw "$w" <<<"$m" || check_later "io.max of $dev is '$m' with io-limited cleared, want exactly '$conf'"; done
 	fi
