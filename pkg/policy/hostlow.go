@@ -79,12 +79,7 @@ func (c *Controller) hostLowPick() (b oom.Badness, avail uint64, ok bool) {
 		return oom.Badness{}, avail, false
 	}
 	log := c.log.With(zap.Uint64("available", avail), zap.Uint64("reserve", c.hostReserve()))
-	procs, err := c.cg.Processes()
-	if err != nil {
-		log.Warn("host memory low; listing the partition's processes failed", zap.Error(err))
-		return oom.Badness{}, avail, false
-	}
-	b, ok = oom.Largest(c.h.ProcRoot, procs, c.pid)
+	b, procs, ok := c.largest()
 	if minFoot := c.h.MemTotal * hostLowMinFootprint / 100; !ok || b.Footprint < minFoot {
 		log.Info("host memory low, but no partition process holds enough to be worth killing",
 			zap.Bool("candidate", ok), zap.Uint64("largest_footprint", b.Footprint))

@@ -532,7 +532,7 @@ func (c *Controller) killOffender(now time.Time) {
 		}
 		return
 	}
-	b, ok := c.largest()
+	b, _, ok := c.largest()
 	if !ok {
 		c.record(incident.Stall, "partition stalled on memory and no process but its init can be killed: restarting the partition",
 			map[string]string{"action": "restart", "at": at})
@@ -549,13 +549,14 @@ func (c *Controller) killOffender(now time.Time) {
 }
 
 // largest is the partition process the kernel's OOM killer would pick
-// (never the partition's init).
-func (c *Controller) largest() (oom.Badness, bool) {
+// (never the partition's init), with the processes it was chosen from.
+func (c *Controller) largest() (oom.Badness, []cgroups.Process, bool) {
 	procs, err := c.cg.Processes()
 	if err != nil {
 		c.log.Warn("listing the partition's processes", zap.Error(err))
 	}
-	return oom.Largest(c.h.ProcRoot, procs, c.pid)
+	b, ok := oom.Largest(c.h.ProcRoot, procs, c.pid)
+	return b, procs, ok
 }
 
 // killVictim kills b (unless dry-run) and returns an incident's details
