@@ -404,18 +404,40 @@ func (t *ioThrottle) throttled() bool {
 // Why a pressure window did not lower anything.
 const (
 	ioHeldRate  = "rate"  // a step was taken within the last window
-	ioHeldFloor = "floor" // every target is at the floor (or does no IO)
+	ioHeldFloor = "floor" // every target it pushes on is at the floor
+	ioHeldIdle  = "idle"  // it pushes on no target device (pushing)
 )
+
+// pushing reports whether the partition, doing rate bytes/s in one
+// direction under the limit cur, is a cause worth a step there. Not when
+// it does less than the floor and less than half its current limit: a
+// limit at the floor could not slow it at all, so a step would relieve
+// the ASIL work of nothing and only cap the partition's next burst. On a
+// loaded host the ASIL units stall for reasons that are not the
+// partition's IO (CPU starvation), and every device with a trickle of
+// partition IO (journald) was lowered to the floor and held there for
+// minutes (e2e scenario 15 under stress-ng). Once throttled, a partition
+// pushing against its limit (at least half of it) keeps the throttle
+// held; one that stopped lets the restore begin.
+func (t *ioThrottle) pushing(cur, rate uint64) bool {
+	switch {
+	case rate == 0:
+		return false
+	case rate == unknownRate, rate > t.floor:
+		return true
+	}
+	return cur != cgroups.Max && rate >= cur/2
+}
 
 // lower is one step below cur for a direction doing rate bytes/s: from
 // the current limit, or from the rate when that is lower (a limit above
 // what the partition does relieves nothing), or from defaultIOStart when
-// neither is known; never below the floor. 0 means "leave it": the
-// partition does no IO in that direction.
+// neither is known; never below the floor. cur means "leave it": the
+// partition does not push in that direction (pushing).
 func (t *ioThrottle) lower(cur, rate uint64) uint64 {
 	base := cur
 	switch {
-	case rate == 0:
+	case !t.pushing(cur, rate):
 		return cur
 	case rate != unknownRate && rate < base:
 		base = rate
@@ -436,12 +458,21 @@ func (t *ioThrottle) lower(cur, rate uint64) uint64 {
 // limits that changed.
 func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLimit, string) {
 	var out []cgroups.IOLimit
-	rated := false
+	rated, pushed := false, false
 	for _, tg := range targets {
 		dev := tg.configured.Dev
 		d, ok := t.devs[dev]
+		cur := tg.configured // not throttled: (re)start from the configured limits
+		if ok && len(d.history) > 0 {
+			cur = d.current
+		}
+		if !t.pushing(cur.RBps, tg.rate[0]) && !t.pushing(cur.WBps, tg.rate[1]) {
+			// Not a cause here: no step, and the restore clock of a
+			// throttled device keeps running.
+			continue
+		}
+		pushed = true
 		if !ok || len(d.history) == 0 {
-			// Not throttled: (re)start from the configured limits.
 			d = &ioDevState{current: tg.configured}
 			t.devs[dev] = d
 		}
@@ -466,6 +497,8 @@ func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLi
 		return out, ""
 	case rated:
 		return nil, ioHeldRate
+	case !pushed:
+		return nil, ioHeldIdle
 	}
 	return nil, ioHeldFloor
 }

@@ -117,7 +117,7 @@ func TestIOThrottleStartsFromTheMeasuredRate(t *testing.T) {
 	}
 	// Nothing to lower: no IO at all.
 	thr = newIOThrottle(0.25, 0, 1<<20, time.Minute)
-	if ch, held := thr.pressure(t0, []ioTarget{{configured: cgroups.NoIOLimit(ioVda), rate: [2]uint64{0, 0}}}); len(ch) != 0 || held != ioHeldFloor || thr.throttled() {
+	if ch, held := thr.pressure(t0, []ioTarget{{configured: cgroups.NoIOLimit(ioVda), rate: [2]uint64{0, 0}}}); len(ch) != 0 || held != ioHeldIdle || thr.throttled() {
 		t.Errorf("no IO throttled: %+v %q", ch, held)
 	}
 }
@@ -484,5 +484,60 @@ func TestIOThrottleRestoresPerDevice(t *testing.T) {
 	}
 	if d := thr.devs[ioVda]; len(d.history) == 0 {
 		t.Error("the main disk was restored under steady pressure")
+	}
+}
+
+// TestIOThrottleIgnoresATrickle: a device where the partition does less
+// than the floor is no cause (a limit at the floor could not slow it), so
+// it is not lowered; once throttled, a partition pushing against its limit
+// holds the throttle and one that went back to a trickle lets the restore
+// run although the ASIL pressure goes on (e2e scenario 15 on a loaded
+// host: CPU-starved fsync probes kept the main disk at the floor for
+// minutes because the partition's journald wrote a few KiB/s there).
+func TestIOThrottleIgnoresATrickle(t *testing.T) {
+	thr := newIOThrottle(0.5, 0, 1<<20, 10*time.Second)
+	thr.minInterval = time.Second
+	at := func(r, w uint64) []ioTarget {
+		return []ioTarget{{configured: cgroups.NoIOLimit(ioVda), rate: [2]uint64{r, w}}}
+	}
+	t0 := time.Unix(1000, 0)
+	for i := 0; i < 20; i++ {
+		if ch, held := thr.pressure(t0.Add(time.Duration(i)*time.Second), at(16<<10, 600<<10)); len(ch) != 0 || held != ioHeldIdle {
+			t.Fatalf("window %d: %+v %q for a partition below the floor, want nothing (%q)", i, ch, held, ioHeldIdle)
+		}
+	}
+	if thr.throttled() {
+		t.Fatal("throttled by a trickle")
+	}
+	// A writer at 8M/s: its write limit goes down to the floor, the
+	// trickle of reads is left alone.
+	now := t0.Add(30 * time.Second)
+	last := cgroups.NoIOLimit(ioVda)
+	for i := 0; i < 10; i++ {
+		now = now.Add(time.Second)
+		// It writes as fast as its limit lets it, up to 8M/s.
+		if ch, _ := thr.pressure(now, at(16<<10, min(8<<20, last.WBps))); len(ch) == 1 {
+			last = ch[0]
+		}
+	}
+	if last.WBps != 1<<20 || last.RBps != cgroups.Max {
+		t.Fatalf("writer at 8M/s lowered to %+v, want write at the 1M floor and reads unlimited", last)
+	}
+	// Still writing at its limit: held for 60 s of pressure.
+	for i := 0; i < 60; i++ {
+		now = now.Add(time.Second)
+		thr.pressure(now, at(16<<10, 1<<20))
+		if ch := thr.tick(now); len(ch) != 0 {
+			t.Fatalf("restored %+v while the partition pushed against its limit", ch)
+		}
+	}
+	// The writer stopped; the ASIL pressure goes on: restored step by step.
+	for i := 0; i < 120 && thr.throttled(); i++ {
+		now = now.Add(time.Second)
+		thr.pressure(now, at(16<<10, 64<<10))
+		thr.tick(now)
+	}
+	if thr.throttled() {
+		t.Errorf("still throttled 120 s after the writer stopped: %+v", thr.devs[ioVda].current)
 	}
 }
