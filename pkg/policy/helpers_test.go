@@ -51,6 +51,19 @@ func (f *fakeSignals) Subscribe() (<-chan protect.Signal, func()) {
 	return ch, func() {}
 }
 
+// offer sends sig to the subscribers that have room (never blocks: for
+// senders in their own goroutine, which must not use t).
+func (f *fakeSignals) offer(sig protect.Signal) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ch := range f.subs {
+		select {
+		case ch <- sig:
+		default:
+		}
+	}
+}
+
 func (f *fakeSignals) send(t *testing.T, sig protect.Signal) {
 	t.Helper()
 	testutil.Eventually(t, "a subscriber", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.subs) > 0 })

@@ -310,18 +310,6 @@ func (c *Controller) ioQuiet(now time.Time) (stillThrottled bool) {
 	return still
 }
 
-// quietEvery is how long the restore timer waits: the memory restore
-// period, or the IO one when IO is throttled and that is shorter.
-func (c *Controller) quietEvery() time.Duration {
-	d := c.cfg.Pressure.RestoreAfter.Duration
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if io := c.cfg.IO.RestoreAfter.Duration; c.io.thr != nil && c.io.thr.throttled() && io > 0 && (io < d || d <= 0) {
-		d = io
-	}
-	return d
-}
-
 func ioSummary(ls []cgroups.IOLimit) string {
 	parts := make([]string, len(ls))
 	for i, l := range ls {
@@ -501,6 +489,22 @@ func (t *ioThrottle) pressure(now time.Time, targets []ioTarget) ([]cgroups.IOLi
 		return nil, ioHeldIdle
 	}
 	return nil, ioHeldFloor
+}
+
+// due is when the next restore step of a throttled device may be taken
+// (tick's condition), false when none is throttled.
+func (t *ioThrottle) due() (time.Time, bool) {
+	var at time.Time
+	ok := false
+	for _, d := range t.devs {
+		if len(d.history) == 0 {
+			continue
+		}
+		if next := later(d.lastPressure, d.lastStep).Add(t.restoreAfter); !ok || next.Before(at) {
+			at, ok = next, true
+		}
+	}
+	return at, ok
 }
 
 // undo takes back the last step of dev: writing it failed, so what is

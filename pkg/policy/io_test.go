@@ -541,3 +541,45 @@ func TestIOThrottleIgnoresATrickle(t *testing.T) {
 		t.Errorf("still throttled 120 s after the writer stopped: %+v", thr.devs[ioVda].current)
 	}
 }
+
+// Through Run: steady ASIL CPU pressure does not hold back the restore of
+// an IO limit whose contention ended. Each reaction keeps its own
+// hysteresis; with one restore timer reset by every confirmed window, a
+// loaded host's CPU pressure kept the slow disk at the floor for good (CI,
+// e2e scenario 15).
+func TestIORestoredUnderSteadyCPUPressure(t *testing.T) {
+	h, root := ioHost(t)
+	sigs := &fakeSignals{}
+	h.Pressure = sigs
+	r := newRecorder()
+	c := newController(t, h, ioPartition(t, "[partition.io]\nrestore_after = \"1s\"\n[[partition.io.device]]\npath = \"254:0\"\nwrite_bps = \"8M\"\n"), r)
+	runController(t, c)
+	write(t, root, map[string]string{
+		"libpod-0123abcd/io.stat": "254:0 rbytes=0 wbytes=1073741824 rios=0 wios=1 dbytes=0 dios=0\n",
+	})
+	sigs.send(t, protect.Signal{Kind: protect.IO, Source: "probe.service", At: time.Now().Add(2 * time.Second), Stall: 200 * time.Millisecond})
+	r.waitFor(t, "io-throttle", func() bool { return r.Count(incident.IOThrottle) == 1 })
+	// The writer stopped (io.stat stays); CPU pressure every 100 ms.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				sigs.offer(protect.Signal{Kind: protect.CPU, Source: "probe.service", At: now, Stall: 200 * time.Millisecond})
+			}
+		}
+	}()
+	want := "254:0 rbps=max wbps=8388608 riops=max wiops=max"
+	deadline := time.Now().Add(10 * time.Second)
+	for got := read(t, filepath.Join(root, "libpod-0123abcd/io.max")); got != want; got = read(t, filepath.Join(root, "libpod-0123abcd/io.max")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("io.max %q 10 s into steady CPU pressure, want the configured %q back (restore_after 1s)", got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -120,6 +120,7 @@ type Controller struct {
 	mu          sync.Mutex
 	thr         *throttle
 	cpuLimit    bool
+	cpuAt       time.Time // the last confirmed ASIL CPU pressure window
 	forks       []time.Time
 	stalls      []time.Time // consecutive full-pressure windows
 	lastStall   time.Time   // the last full-pressure window

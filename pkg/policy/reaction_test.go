@@ -344,7 +344,12 @@ func TestCPUQuotaComposesWithTheStaticQuota(t *testing.T) {
 			t0 := time.Unix(5000, 0)
 			c.onCPUPressure(t0)
 			check("under ASIL CPU pressure", tt.under)
+			// Pressure goes on: a quiet period of another reaction
+			// (memory, IO) is not this one's.
+			c.onCPUPressure(t0.Add(50 * time.Second))
 			c.onQuiet(t0.Add(time.Minute))
+			check("10 s after the last CPU pressure window", tt.under)
+			c.onQuiet(t0.Add(81 * time.Second))
 			check("after", tt.after)
 		})
 	}

@@ -57,6 +57,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	restore := time.NewTimer(time.Hour)
 	restore.Stop()
 	defer restore.Stop()
+	resetRestore := func(now time.Time) {
+		restore.Stop()
+		if at, ok := c.nextRestore(); ok {
+			// Not sooner than 10 ms: a due time in the past that no
+			// step follows must not spin the loop.
+			restore.Reset(max(at.Sub(now), 10*time.Millisecond))
+		}
+	}
 	rearm := time.NewTimer(time.Hour)
 	rearm.Stop()
 	defer rearm.Stop()
@@ -105,15 +113,14 @@ func (c *Controller) Run(ctx context.Context) error {
 				continue
 			}
 			if c.onSignal(sig) {
-				restore.Reset(c.quietEvery())
+				resetRestore(time.Now())
 			}
 		case now := <-rearm.C:
 			trigs.Rearm(now)
 			scheduleRearm(now)
 		case now := <-restore.C:
-			if c.onQuiet(now) {
-				restore.Reset(c.quietEvery())
-			}
+			c.onQuiet(now)
+			resetRestore(now)
 		}
 	}
 }
@@ -390,6 +397,7 @@ func (c *Controller) onCPUPressure(now time.Time) {
 	c.mu.Lock()
 	already := c.cpuLimit
 	c.cpuLimit = true
+	c.cpuAt = now
 	c.mu.Unlock()
 	if already {
 		return
@@ -621,15 +629,41 @@ func (c *Controller) killProcess(pid int, cgroup string) error {
 	return nil
 }
 
-// onQuiet restores one step; it reports whether more steps remain.
+// nextRestore is when the next restore step may be due. Each reaction
+// keeps its own hysteresis, and pressure of one kind holds back only its
+// own restore: with one restore timer reset by every confirmed window, a
+// loaded host's steady ASIL CPU pressure kept a disk whose contention had
+// ended at its lowered IO limit for good (CI, e2e scenario 15).
+func (c *Controller) nextRestore() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var at time.Time
+	ok := false
+	take := func(t time.Time, due bool) {
+		if due && (!ok || t.Before(at)) {
+			at, ok = t, true
+		}
+	}
+	take(c.thr.due())
+	if c.io.thr != nil {
+		take(c.io.thr.due())
+	}
+	take(c.cpuAt.Add(c.cfg.Pressure.RestoreAfter.Duration), c.cpuLimit)
+	return at, ok
+}
+
+// onQuiet takes the restore steps that are due (each reaction's own
+// hysteresis decides); it reports whether any reaction is still in force.
 func (c *Controller) onQuiet(now time.Time) bool {
 	ioStill := c.ioQuiet(now) // takes c.mu itself
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next, changed := c.thr.tick(now)
 	still := c.thr.throttled()
-	cpu := c.cpuLimit
-	c.cpuLimit = false
+	cpu := c.cpuLimit && now.Sub(c.cpuAt) >= c.cfg.Pressure.RestoreAfter.Duration
+	if cpu {
+		c.cpuLimit = false
+	}
 	if cpu && !c.h.DryRun {
 		// Back to the configured cpu.quota, not to "max": the reaction
 		// composes with a static quota.
@@ -655,7 +689,7 @@ func (c *Controller) onQuiet(now time.Time) bool {
 		c.record(incident.Unthrottle, fmt.Sprintf("memory pressure gone: memory.high raised to %s", human(next)),
 			map[string]string{"memory_high": strconv.FormatUint(next, 10), "restored": strconv.FormatBool(!still)})
 	}
-	return still || ioStill
+	return still || ioStill || c.cpuLimit
 }
 
 func human(v uint64) string {

@@ -131,6 +131,23 @@ func (t *throttle) tick(now time.Time) (uint64, bool) {
 	return t.current, true
 }
 
+// due is when tick may take the next restore step, false when not
+// throttled.
+func (t *throttle) due() (time.Time, bool) {
+	if !t.throttled() {
+		return time.Time{}, false
+	}
+	return later(t.lastPressure, t.lastStep).Add(t.restoreAfter), true
+}
+
+// later is the later of two times.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // relax raises the limit one step at once: the partition stalls under
 // it, so the throttle itself is (part of) the cause.
 func (t *throttle) relax(now time.Time) (uint64, bool) {
