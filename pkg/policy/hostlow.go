@@ -39,6 +39,66 @@ import (
 // partition is never restarted from here: it is the host that is short,
 // not the partition that hangs.
 
+// hostLowMinGrowth: the partition must have grown by at least this share
+// of the host's memory (percent) within growthWindow for the host's
+// shortage to be the partition's doing now.
+const hostLowMinGrowth = 1
+
+// growthWindow is how far back the partition's growth is judged: a
+// minute, and at least two resync ticks so that a sample of the period
+// before the pressure is always kept.
+func (c *Controller) growthWindow() time.Duration { return max(time.Minute, 2*c.resyncEvery()) }
+
+// memSample is the partition's working set at one moment.
+type memSample struct {
+	at time.Time
+	ws uint64
+}
+
+// maxMemSamples bounds the history (triggers may fire several times a
+// window).
+const maxMemSamples = 256
+
+// sampleMem records the partition's working set (memory.current minus
+// inactive file pages; memory.current where memory.stat lacks them) and
+// returns how much it grew since the smallest sample within
+// growthWindow. ok is false when the working set cannot be read or there
+// is nothing to compare with: qmd never kills on a guess. Samples are
+// taken when the controller starts, on each resync tick and in each
+// memory pressure window.
+func (c *Controller) sampleMem(now time.Time) (grew uint64, ok bool) {
+	ws, usage, err := c.cg.MemoryWorkingSet()
+	if err != nil {
+		if usage == 0 {
+			c.log.Debug("partition memory unreadable", zap.Error(err))
+			return 0, false
+		}
+		ws = usage
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	from := now.Add(-c.growthWindow())
+	keep := c.memSamples[:0]
+	low, seen := uint64(0), false
+	for _, s := range c.memSamples {
+		if s.at.Before(from) {
+			continue
+		}
+		keep = append(keep, s)
+		if !seen || s.ws < low {
+			low, seen = s.ws, true
+		}
+	}
+	if len(keep) >= maxMemSamples {
+		keep = append(keep[:0], keep[len(keep)-maxMemSamples+1:]...)
+	}
+	c.memSamples = append(keep, memSample{at: now, ws: ws})
+	if !seen || ws <= low {
+		return 0, seen
+	}
+	return ws - low, true
+}
+
 // hostLowMinFootprint: a victim must hold at least this share of the
 // host's memory (percent) for killing it to give the host anything; a
 // partition of small processes is left to the kernel.
@@ -66,19 +126,29 @@ func (c *Controller) hostLow() (bool, uint64) {
 }
 
 // hostLowPick is the partition process to kill because the host is below
-// its reserve: ok only when the host is low, the partition's largest
-// process (the kernel OOM killer's pick inside it) holds at least
-// hostLowMinFootprint of the host's memory, and no process outside the
-// partition weighs more. Only what the kernel would do: if a host process
-// (ASIL ones score far below) outweighs it, the kernel would kill that
-// one, and the partition's part is the throttle, giving back what can be
-// reclaimed.
-func (c *Controller) hostLowPick() (b oom.Badness, avail uint64, ok bool) {
+// its reserve: ok only when the host is low, the partition grew by at
+// least hostLowMinGrowth of the host's memory within growthWindow, its
+// largest process (the kernel OOM killer's pick inside it) holds at least
+// hostLowMinFootprint, and no process outside the partition weighs more.
+// Only what the kernel would do: if a host process (ASIL ones score far
+// below) outweighs it, the kernel would kill that one, and the
+// partition's part is the throttle, giving back what can be reclaimed.
+// And only when the partition is taking the memory now: a partition that
+// merely holds what it has while the host's own demand rises is the
+// kernel's business, if the shortage ever becomes an OOM at all (the
+// plain setup would keep that process while it does not).
+func (c *Controller) hostLowPick(now time.Time) (b oom.Badness, avail uint64, ok bool) {
+	grew, known := c.sampleMem(now)
 	low, avail := c.hostLow()
 	if !low {
 		return oom.Badness{}, avail, false
 	}
 	log := c.log.With(zap.Uint64("available", avail), zap.Uint64("reserve", c.hostReserve()))
+	if minGrowth := c.h.MemTotal * hostLowMinGrowth / 100; !known || grew < minGrowth {
+		log.Info("host memory low, but the partition is not growing: left to the kernel",
+			zap.Uint64("partition_growth", grew), zap.Duration("within", c.growthWindow()), zap.Bool("known", known))
+		return oom.Badness{}, avail, false
+	}
 	b, procs, ok := c.largest()
 	if minFoot := c.h.MemTotal * hostLowMinFootprint / 100; !ok || b.Footprint < minFoot {
 		log.Info("host memory low, but no partition process holds enough to be worth killing",
@@ -113,7 +183,7 @@ func (c *Controller) preemptHostLow(now time.Time) bool {
 	if recent {
 		return true
 	}
-	b, avail, ok := c.hostLowPick()
+	b, avail, ok := c.hostLowPick(now)
 	if !ok {
 		return false
 	}

@@ -35,6 +35,13 @@ func hostLowHost(t *testing.T, avail *atomic.Uint64) (*Host, string) {
 	return h, root
 }
 
+// partitionUses sets the partition's memory.current (fakeHost: 1 GiB; no
+// memory.stat, so that is its working set).
+func partitionUses(t *testing.T, root string, bytes uint64) {
+	t.Helper()
+	write(t, root, map[string]string{"libpod-0123abcd/memory.current": strconv.FormatUint(bytes, 10) + "\n"})
+}
+
 // TestHostLowKillsTheOffenderInsteadOfThrottling: a confirmed memory
 // pressure window while the host is below its reserve kills the process
 // the kernel would pick (not the init, not the small one), names it with
@@ -48,6 +55,7 @@ func TestHostLowKillsTheOffenderInsteadOfThrottling(t *testing.T) {
 	r := newRecorder()
 	c := newController(t, h, partitionConfig(), r)
 	kills := recordKills(t, c)
+	partitionUses(t, root, 4<<30) // the hog grew
 	t0 := time.Unix(5000, 0)
 	c.onMemoryPressure(t0)
 	if killed := *kills; len(killed) != 1 || killed[0] != 200 {
@@ -151,7 +159,8 @@ func TestStallUnderThrottleWhileHostLow(t *testing.T) {
 	c := newController(t, h, steppedConfig("256M"), r)
 	kills := recordKills(t, c)
 	t0 := time.Unix(5000, 0)
-	c.onMemoryPressure(t0) // the host has memory: throttled, 1024M -> 768M
+	c.onMemoryPressure(t0)        // the host has memory: throttled, 1024M -> 768M
+	partitionUses(t, root, 2<<30) // the hog grows on under the throttle
 	high := read(t, filepath.Join(root, "libpod-0123abcd/memory.high"))
 	if high != strconv.Itoa(768*mib) {
 		t.Fatalf("memory.high %s", high)
@@ -163,5 +172,49 @@ func TestStallUnderThrottleWhileHostLow(t *testing.T) {
 	}
 	if killed := *kills; len(killed) != 1 || killed[0] != 200 || r.restartCount() != 0 {
 		t.Errorf("killed %v, restarts %d: want the hog killed, no restart", killed, r.restartCount())
+	}
+}
+
+// TestHostLowLeavesAStaticPartitionToTheKernel: the host is below its
+// reserve under pressure, but the partition only holds what it had (the
+// host's own demand rose): no kill, the throttle answers; the plain setup
+// keeps that process too unless the shortage becomes an OOM. Once the
+// partition grows again (by 1 % of the host's memory), it is the cause.
+func TestHostLowLeavesAStaticPartitionToTheKernel(t *testing.T) {
+	var avail atomic.Uint64
+	avail.Store(300 << 20)
+	h, root := hostLowHost(t, &avail)
+	partitionUses(t, root, 4<<30)
+	r := newRecorder()
+	c := newController(t, h, steppedConfig("256M"), r)
+	kills := recordKills(t, c)
+	t0 := time.Now()
+	for i := 0; i < 5; i++ {
+		c.onMemoryPressure(t0.Add(time.Duration(i) * 2 * time.Second))
+	}
+	if len(*kills) != 0 || r.Count(incident.Throttle) == 0 {
+		t.Fatalf("killed %v, %d throttles: a partition that does not grow is left to the kernel, want the throttle", *kills, r.Count(incident.Throttle))
+	}
+	// 60 MiB more (below 1 % of 8 GiB): still not the cause.
+	partitionUses(t, root, 4<<30+60<<20)
+	c.onMemoryPressure(t0.Add(12 * time.Second))
+	if len(*kills) != 0 {
+		t.Fatalf("killed %v after 60 MiB of growth", *kills)
+	}
+	partitionUses(t, root, 4<<30+200<<20)
+	c.onMemoryPressure(t0.Add(14 * time.Second))
+	if killed := *kills; len(killed) != 1 || killed[0] != 200 {
+		t.Fatalf("killed %v after the partition grew by 200 MiB, want the hog 200", killed)
+	}
+	// Growth is judged within a window: the samples of long ago do not
+	// count (a partition that grew an hour ago and holds is static now).
+	c.mu.Lock()
+	n := len(c.memSamples)
+	c.mu.Unlock()
+	c.sampleMem(t0.Add(3 * time.Hour))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n == 0 || len(c.memSamples) != 1 {
+		t.Errorf("%d samples before, %d after 3 h: want the old ones dropped", n, len(c.memSamples))
 	}
 }

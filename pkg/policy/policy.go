@@ -126,6 +126,7 @@ type Controller struct {
 	lastStall   time.Time   // the last full-pressure window
 	kills       []time.Time // offenders killed during the current stall
 	lastPreempt time.Time   // the last host-low kill (hostlow.go)
+	memSamples  []memSample // the partition's working set over growthWindow (hostlow.go)
 	selfFull    sample      // the partition's own full memory stall total at the last throttle step
 	io          ioState     // the IO policy and its reaction to ASIL IO pressure (io.go)
 
@@ -189,6 +190,7 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 	}
 	c.initIO("/sys")
 	c.applyLimits()
+	c.sampleMem(time.Now())
 	return c, nil
 }
 

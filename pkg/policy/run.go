@@ -87,6 +87,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			w.Resync()
 			trigs.SampleAll(now)
 			c.sampleIO(now)
+			c.sampleMem(now)
 		case ev, ok := <-w.Events():
 			if !ok {
 				return w.Err()
@@ -483,7 +484,7 @@ func (c *Controller) onStall(ctx context.Context, now time.Time) {
 	// Raising memory.high while the host is below its reserve because of
 	// the partition would hand it the host's last memory: then the
 	// offender goes.
-	if _, _, short := c.hostLowPick(); !short && c.relaxForStall(now) {
+	if _, _, short := c.hostLowPick(now); !short && c.relaxForStall(now) {
 		return
 	}
 	c.killOffender(now)
