@@ -295,15 +295,17 @@ func TestIOMissingDeviceSkipped(t *testing.T) {
 	}
 }
 
-// End to end through Run: a confirmed IO pressure signal of a protected
-// unit from the host-level protector lowers the partition's io.max (the
-// protector confirms wake-ups against the totals: pkg/protect's tests).
-func TestASILIOSignalThrottles(t *testing.T) {
+// ioThrottledByASIL runs a controller whose partition has write_bps 8M on
+// 254:0 (plus extra configuration) and wrote 1 GiB there, and sends it a
+// confirmed IO pressure signal of a protected unit; it returns once the
+// io-throttle incident is recorded.
+func ioThrottledByASIL(t *testing.T, extra string) (root string, sigs *fakeSignals) {
+	t.Helper()
 	h, root := ioHost(t)
-	sigs := &fakeSignals{}
+	sigs = &fakeSignals{}
 	h.Pressure = sigs
 	r := newRecorder()
-	c := newController(t, h, ioPartition(t, "[[partition.io.device]]\npath = \"254:0\"\nwrite_bps = \"8M\"\n"), r)
+	c := newController(t, h, ioPartition(t, extra+"[[partition.io.device]]\npath = \"254:0\"\nwrite_bps = \"8M\"\n"), r)
 	runController(t, c)
 	write(t, root, map[string]string{
 		"libpod-0123abcd/io.stat": "254:0 rbytes=0 wbytes=1073741824 rios=0 wios=1 dbytes=0 dios=0\n",
@@ -311,6 +313,14 @@ func TestASILIOSignalThrottles(t *testing.T) {
 	// One window after the controller started: the rate is measured.
 	sigs.send(t, protect.Signal{Kind: protect.IO, Source: "probe.service", At: time.Now().Add(2 * time.Second), Stall: 200 * time.Millisecond})
 	r.waitFor(t, "io-throttle", func() bool { return r.Count(incident.IOThrottle) == 1 })
+	return root, sigs
+}
+
+// End to end through Run: a confirmed IO pressure signal of a protected
+// unit from the host-level protector lowers the partition's io.max (the
+// protector confirms wake-ups against the totals: pkg/protect's tests).
+func TestASILIOSignalThrottles(t *testing.T) {
+	root, _ := ioThrottledByASIL(t, "")
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/io.max")); got != "254:0 rbps=max wbps=6291456 riops=max wiops=max" {
 		t.Errorf("io.max = %q, want 8M - 25%%", got)
 	}
@@ -548,17 +558,7 @@ func TestIOThrottleIgnoresATrickle(t *testing.T) {
 // loaded host's CPU pressure kept the slow disk at the floor for good (CI,
 // e2e scenario 15).
 func TestIORestoredUnderSteadyCPUPressure(t *testing.T) {
-	h, root := ioHost(t)
-	sigs := &fakeSignals{}
-	h.Pressure = sigs
-	r := newRecorder()
-	c := newController(t, h, ioPartition(t, "[partition.io]\nrestore_after = \"1s\"\n[[partition.io.device]]\npath = \"254:0\"\nwrite_bps = \"8M\"\n"), r)
-	runController(t, c)
-	write(t, root, map[string]string{
-		"libpod-0123abcd/io.stat": "254:0 rbytes=0 wbytes=1073741824 rios=0 wios=1 dbytes=0 dios=0\n",
-	})
-	sigs.send(t, protect.Signal{Kind: protect.IO, Source: "probe.service", At: time.Now().Add(2 * time.Second), Stall: 200 * time.Millisecond})
-	r.waitFor(t, "io-throttle", func() bool { return r.Count(incident.IOThrottle) == 1 })
+	root, sigs := ioThrottledByASIL(t, "[partition.io]\nrestore_after = \"1s\"\n")
 	// The writer stopped (io.stat stays); CPU pressure every 100 ms.
 	done := make(chan struct{})
 	defer close(done)
