@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"os"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"go.uber.org/zap"
@@ -75,6 +76,15 @@ func newProtector(cfg *config.Config, log *zap.Logger, rec incident.Sink) (*prot
 		Incident: func(inc protect.Incident) {
 			rec.Record(incident.Incident{Type: incident.Type(inc.Type), Summary: inc.Summary, Details: inc.Details})
 		}}
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		if cgs, err := cgroups.ParseProcCgroup("/proc/self/cgroup", b); err == nil {
+			for _, c := range cgs {
+				if c.ID == 0 {
+					o.SelfCgroup = c.Path
+				}
+			}
+		}
+	}
 	closeFn := func() {}
 	if cgroups.SystemdBooted("/run") {
 		conn, err := connectSystemd()

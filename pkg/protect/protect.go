@@ -178,6 +178,10 @@ type Options struct {
 	// MemoryV2 says the memory controller is on cgroup v2 (memory.min and
 	// memory.low exist). Default: CgroupRoot is a v2 hierarchy.
 	MemoryV2 *bool
+	// SelfCgroup is qmd's own cgroup on the cgroup2 mount ("" unknown):
+	// its slices are raised with the protected units' so that its own
+	// MemoryMin= takes effect (coverAncestors).
+	SelfCgroup string
 	// HostPressure is the host memory pressure file (default
 	// /proc/pressure/memory).
 	HostPressure string

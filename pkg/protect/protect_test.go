@@ -2,6 +2,7 @@ package protect
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -467,4 +468,60 @@ func TestSameCgroupTwice(t *testing.T) {
 		return strings.TrimSpace(string(b))
 	}
 	testutil.Eventually(t, "both audited", func() bool { return readScore("100") == "-900" && readScore("200") == "-700" })
+}
+
+// TestSliceProtectionCoversItsChildren: the kernel limits a cgroup's
+// memory.min by its parent's, so MemoryMin= on a unit in system.slice
+// (memory.min 0) protects nothing. Each slice above a protected unit, and
+// above qmd's own cgroup, is raised to the sum of what its children claim,
+// deepest first; a slice that affords it already is left alone.
+func TestSliceProtectionCoversItsChildren(t *testing.T) {
+	root := fakeV2(t)
+	testutil.WriteTree(t, root, map[string]string{
+		"system.slice/memory.min":                             "0\n",
+		"system.slice/memory.low":                             "0\n",
+		"system.slice/qmd.service/memory.min":                 "67108864\n", // qmd's own MemoryMin=64M
+		"system.slice/qmd.service/memory.low":                 "0\n",
+		"system.slice/brakes.service/memory.min":              "0\n", // systemd has not written it yet
+		"system.slice/brakes.service/memory.low":              "0\n",
+		"system.slice/journald.service/memory.min":            "0\n",
+		"asil.slice/memory.min":                               "0\n",
+		"asil.slice/memory.low":                               "1073741824\n", // an operator's larger value
+		"asil.slice/asil-cam.slice/memory.min":                "0\n",
+		"asil.slice/asil-cam.slice/memory.low":                "0\n",
+		"asil.slice/asil-cam.slice/cam.service/memory.min":    "0\n",
+		"asil.slice/asil-cam.slice/cam.service/memory.low":    "0\n",
+		"asil.slice/asil-cam.slice/cam-ro.service/memory.min": "16777216\n",
+		"asil.slice/asil-cam.slice/cam-ro.service/memory.low": "0\n",
+	})
+	sd := newFakeSystemd(map[string]string{
+		"brakes.service": "/system.slice/brakes.service",
+		"cam.service":    "/asil.slice/asil-cam.slice/cam.service",
+	})
+	cfg := testConfig(
+		Entry{Unit: "brakes.service", OOMScoreAdj: -900, MemoryMin: 256 << 20, MemoryMinSet: true},
+		Entry{Unit: "cam.service", OOMScoreAdj: -900, MemoryMin: 32 << 20, MemoryMinSet: true, MemoryLow: 64 << 20, MemoryLowSet: true},
+	)
+	start(t, root, sd, cfg, func(o *Options) { o.SelfCgroup = "/system.slice/qmd.service" })
+	testutil.Eventually(t, "slices raised", func() bool {
+		sd.mu.Lock()
+		defer sd.mu.Unlock()
+		return len(sd.props["system.slice"]) > 0 && len(sd.props["asil.slice"]) > 0
+	})
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	want := map[string]string{
+		"system.slice":   "MemoryMin=" + strconv.Itoa(64<<20+256<<20),
+		"asil-cam.slice": "MemoryMin=" + strconv.Itoa(16<<20+32<<20) + " MemoryLow=" + strconv.Itoa(64<<20),
+		"asil.slice":     "MemoryMin=" + strconv.Itoa(48<<20),
+	}
+	for unit, w := range want {
+		var got []string
+		for _, p := range sd.props[unit] {
+			got = append(got, fmt.Sprintf("%s=%v", p.Name, p.Value.Value()))
+		}
+		if strings.Join(got, " ") != w {
+			t.Errorf("%s: properties %q, want %q", unit, got, w)
+		}
+	}
 }

@@ -210,6 +210,7 @@ func (p *Protector) build(ctx context.Context, now time.Time) {
 	for _, e := range p.cfg.Entries {
 		p.addUnit(ctx, e, now)
 	}
+	p.coverAncestors(ctx)
 }
 
 func (p *Protector) addUnit(ctx context.Context, e Entry, now time.Time) {
@@ -372,6 +373,7 @@ func (p *Protector) resync(ctx context.Context, now time.Time) {
 		}
 		p.applyMemory(ctx, u)
 	}
+	p.coverAncestors(ctx)
 	p.au.audit(ctx)
 }
 
@@ -436,6 +438,7 @@ func (p *Protector) reconfigure(ctx context.Context, cfg Config, now time.Time) 
 			p.addUnit(ctx, e, now)
 		}
 	}
+	p.coverAncestors(ctx)
 }
 
 // publishStatus makes the entries' state visible to Status.

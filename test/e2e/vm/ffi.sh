@@ -424,6 +424,22 @@ s14() {
 	fi
 	wait_inner_up qm 300
 	guard_qmd "$(date +%s)" "$(svc qmd.service NRestarts)" "$(svc qmd.service MainPID)"
+	# The probes' memory_min (and qmd's own MemoryMin=) only take effect
+	# when system.slice affords them: the kernel limits a cgroup's
+	# memory.min by its parent's. qmd raises the slice to the sum.
+	if [ "$full" = 1 ]; then
+		s14_slice_covers() {
+			local have sum
+			have=$(cat /sys/fs/cgroup/system.slice/memory.min)
+			sum=$(cat /sys/fs/cgroup/system.slice/*/memory.min 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }')
+			[ "$sum" -gt 0 ] && [ "$have" -ge "$sum" ]
+		}
+		if (wait_for 60 "system.slice memory.min covering its children's" s14_slice_covers) >/dev/null 2>&1; then
+			info "system.slice memory.min $(cat /sys/fs/cgroup/system.slice/memory.min) covers its children's ($(grep -H . /sys/fs/cgroup/system.slice/*/memory.min | awk -F'[/:]' '$NF > 0 { printf "%s=%s ", $6, $NF }'))"
+		else
+			check_later "system.slice memory.min is $(cat /sys/fs/cgroup/system.slice/memory.min), below the sum of its children's ($(grep -H . /sys/fs/cgroup/system.slice/*/memory.min | awk -F'[/:]' '$NF > 0 { printf "%s=%s ", $6, $NF }')): their memory protection is not in effect"
+		fi
+	fi
 	ffi_wl_start qm memhog
 	trap 'ffi_wl_stop qm' EXIT
 	sleep 10
