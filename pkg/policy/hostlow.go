@@ -67,13 +67,31 @@ const maxMemSamples = 256
 // taken when the controller starts, on each resync tick and in each
 // memory pressure window.
 func (c *Controller) sampleMem(now time.Time) (grew uint64, ok bool) {
+	return c.recordMem(now, c.readMem())
+}
+
+// memReading is one reading of the partition's working set and usage
+// (cgroups.MemoryWorkingSet), shared by the host-low rung and the throttle
+// within a pressure window.
+type memReading struct {
+	ws, usage uint64
+	err       error
+}
+
+func (c *Controller) readMem() memReading {
 	ws, usage, err := c.cg.MemoryWorkingSet()
-	if err != nil {
-		if usage == 0 {
-			c.log.Debug("partition memory unreadable", zap.Error(err))
+	return memReading{ws: ws, usage: usage, err: err}
+}
+
+// recordMem is sampleMem with a reading taken already.
+func (c *Controller) recordMem(now time.Time, m memReading) (grew uint64, ok bool) {
+	ws := m.ws
+	if m.err != nil {
+		if m.usage == 0 {
+			c.log.Debug("partition memory unreadable", zap.Error(m.err))
 			return 0, false
 		}
-		ws = usage
+		ws = m.usage
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -137,8 +155,8 @@ func (c *Controller) hostLow() (bool, uint64) {
 // merely holds what it has while the host's own demand rises is the
 // kernel's business, if the shortage ever becomes an OOM at all (the
 // plain setup would keep that process while it does not).
-func (c *Controller) hostLowPick(now time.Time) (b oom.Badness, avail uint64, ok bool) {
-	grew, known := c.sampleMem(now)
+func (c *Controller) hostLowPick(now time.Time, m memReading) (b oom.Badness, avail uint64, ok bool) {
+	grew, known := c.recordMem(now, m)
 	low, avail := c.hostLow()
 	if !low {
 		return oom.Badness{}, avail, false
@@ -173,7 +191,7 @@ func (c *Controller) hostLowPick(now time.Time) (b oom.Badness, avail uint64, ok
 // when the host is below its reserve because of the partition, it kills
 // the partition's largest process and reports true (the throttle is then
 // not stepped: it cannot help, see above).
-func (c *Controller) preemptHostLow(now time.Time) bool {
+func (c *Controller) preemptHostLow(now time.Time, m memReading) bool {
 	c.mu.Lock()
 	// One kill per pressure window: the kernel needs a moment to reap
 	// the victim (process_mrelease speeds that up), and the next window
@@ -183,7 +201,7 @@ func (c *Controller) preemptHostLow(now time.Time) bool {
 	if recent {
 		return true
 	}
-	b, avail, ok := c.hostLowPick(now)
+	b, avail, ok := c.hostLowPick(now, m)
 	if !ok {
 		return false
 	}

@@ -266,10 +266,11 @@ func (c *Controller) onForkBomb(ev cgroups.Event) {
 }
 
 func (c *Controller) onMemoryPressure(now time.Time) {
-	if c.preemptHostLow(now) {
+	m := c.readMem()
+	if c.preemptHostLow(now, m) {
 		return
 	}
-	need, usage, err := c.cg.MemoryWorkingSet()
+	need, usage, err := m.ws, m.usage, m.err
 	if err != nil {
 		// No memory.stat: the throttle falls back to half the usage at
 		// the start of the episode.
@@ -484,7 +485,7 @@ func (c *Controller) onStall(ctx context.Context, now time.Time) {
 	// Raising memory.high while the host is below its reserve because of
 	// the partition would hand it the host's last memory: then the
 	// offender goes.
-	if _, _, short := c.hostLowPick(now); !short && c.relaxForStall(now) {
+	if _, _, short := c.hostLowPick(now, c.readMem()); !short && c.relaxForStall(now) {
 		return
 	}
 	c.killOffender(now)

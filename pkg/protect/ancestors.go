@@ -12,6 +12,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"go.uber.org/zap"
+
+	"github.com/containers/qmd/pkg/cgroups"
 )
 
 // Memory protection only takes effect up to what every ancestor affords:
@@ -58,7 +60,7 @@ func (p *Protector) coverAncestors(ctx context.Context) {
 		for i, f := range protectionFiles {
 			need := p.childrenClaim(s, f.file, i, claimed)
 			have, err := readUint(filepath.Join(p.o.PSIRoot, filepath.FromSlash(s), f.file))
-			if err != nil || need <= have || need == ^uint64(0) {
+			if err != nil || need <= have || need == cgroups.Max {
 				if err == nil {
 					c := claimed[s]
 					c[i] = max(c[i], have)
@@ -109,7 +111,7 @@ func (p *Protector) childrenClaim(s, file string, i int, claimed map[string][2]u
 		}
 		v = max(v, claimed[child][i])
 		if sum+v < sum {
-			return ^uint64(0) // a child claims "max": no finite slice value covers it
+			return cgroups.Max // a child claims "max": no finite slice value covers it
 		}
 		sum += v
 	}
@@ -133,15 +135,11 @@ func ancestorSlices(cgroups []string) []string {
 	return out
 }
 
-// readUint reads a cgroup file holding one number ("max" is the largest).
+// readUint reads a cgroup file holding one number ("max": cgroups.Max).
 func readUint(name string) (uint64, error) {
 	b, err := os.ReadFile(name)
 	if err != nil {
 		return 0, err
 	}
-	s := strings.TrimSpace(string(b))
-	if s == "max" {
-		return ^uint64(0), nil
-	}
-	return strconv.ParseUint(s, 10, 64)
+	return cgroups.ParseUint(name, b)
 }
