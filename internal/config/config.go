@@ -7,7 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -96,6 +98,13 @@ type Partition struct {
 	Rlimits       map[string]string `toml:"rlimits"`
 	Env           map[string]string `toml:"env"`
 	Hostname      string            `toml:"hostname"`
+	// Slice is the systemd slice the partition's cgroup is created in
+	// (Podman's cgroup parent; systemd cgroup manager only). qmd gives the
+	// slice the partition's CPU and IO weights: the kernel weighs siblings
+	// only, so CPUWeight=idle on the container's own scope in Podman's
+	// machine.slice made it idle against nothing on the host. "" leaves
+	// the placement to Podman (machine.slice).
+	Slice string `toml:"slice"`
 	// Annotations are OCI annotations of the partition container (qm's
 	// device hooks key on org.containers.qm.device.*).
 	Annotations map[string]string `toml:"annotations"`
@@ -258,6 +267,28 @@ func Default() *Config {
 	}
 }
 
+// DefaultSlice is a partition's slice by default: a top-level slice of its
+// own named after it ("qm" -> qm.slice), the sibling of system.slice where
+// the ASIL units run, as containers/qm's QM.slice. A name that would
+// nest the slice ("a-b": a-b.slice lies in a.slice, whose weight would
+// count instead) or is one of the host's own slices gets "" (Podman's
+// machine.slice; `qmd check-config` says to choose one).
+func DefaultSlice(name string) string {
+	s := name + ".slice"
+	if strings.Contains(name, "-") || hostSlices[s] || s == "machine.slice" || !sliceRE.MatchString(s) {
+		return ""
+	}
+	return s
+}
+
+// PlacedIn reports whether a container whose cgroup parent is parent sits
+// where this configuration puts it. Only a systemd slice can be misplaced:
+// a cgroupfs parent (Podman's cgroupfs manager) or an unknown one ("")
+// counts as placed.
+func (p *Partition) PlacedIn(parent string) bool {
+	return p.Slice == "" || !strings.HasSuffix(parent, ".slice") || path.Base(parent) == p.Slice
+}
+
 // DefaultPartition returns a partition with every default filled in; it
 // mirrors containers/qm's qm.container.
 func DefaultPartition(name string) Partition {
@@ -266,6 +297,7 @@ func DefaultPartition(name string) Partition {
 		Rootfs:        "/usr/lib/qm/rootfs",
 		Exec:          []string{"/sbin/init"},
 		Network:       "private",
+		Slice:         DefaultSlice(name),
 		Volumes:       []string{"/etc/qm:/etc", "/var/qm:/var", "/var/qm/tmp:/var/tmp"},
 		ReadOnly:      true,
 		ReadOnlyTmpfs: true,

@@ -154,6 +154,11 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"no name", "[[partition]]\nrootfs = \"/x\"\n", []string{"x.toml:1", "partition[0].name", "needs a name"}},
 		{"bad name", "[[partition]]\nname = \"q m\"\n", []string{"x.toml:2", ".name"}},
 		{"duplicate container", "[[partition]]\nname = \"a\"\ncontainer_name = \"c\"\n[[partition]]\nname = \"b\"\ncontainer_name = \"c\"\n", []string{"x.toml:6", "partition[b].container_name"}},
+		{"slice not a slice", "[[partition]]\nname = \"qm\"\nslice = \"qm.service\"\n", []string{"x.toml:3", "partition[qm].slice", "not a systemd slice name"}},
+		{"slice empty level", "[[partition]]\nname = \"qm\"\nslice = \"qm--a.slice\"\n", []string{"x.toml:3", "partition[qm].slice", "not a systemd slice name"}},
+		{"slice of the host", "[[partition]]\nname = \"qm\"\nslice = \"system.slice\"\n", []string{"x.toml:3", "partition[qm].slice", "ASIL units"}},
+		{"slice below the host's", "[[partition]]\nname = \"qm\"\nslice = \"system-qm.slice\"\n", []string{"x.toml:3", "partition[qm].slice", "ASIL units"}},
+		{"slice shared with other weights", "[[partition]]\nname = \"a\"\nslice = \"qm.slice\"\n[[partition]]\nname = \"b\"\nslice = \"qm.slice\"\n[partition.cpu]\nweight = \"100\"\n", []string{"partition[b].slice", "also partition a's", "cpu.weight"}},
 		{"second partition line", "[[partition]]\nname = \"a\"\n[[partition]]\nname = \"b\"\n[partition.restart]\npolicy = \"sometimes\"\n", []string{"x.toml:6", "partition[b].restart.policy"}},
 		{"rlimit", "[[partition]]\nname = \"qm\"\n[partition.rlimits]\nnofile = \"9:1\"\n", []string{"x.toml:4", "rlimits.nofile", "soft limit above hard"}},
 		{"unknown rlimit", "[[partition]]\nname = \"qm\"\n[partition.rlimits]\nNOFILE = \"1\"\n", []string{"rlimits.NOFILE", "unknown rlimit"}},
@@ -292,5 +297,28 @@ func FuzzParse(f *testing.F) {
 func TestMaxWithDefaultHighIsValid(t *testing.T) {
 	if _, err := Parse("x.toml", []byte("[[partition]]\nname = \"qm\"\n[partition.memory]\nmax = \"64M\"\n")); err != nil {
 		t.Fatalf("memory.max alone (high stays infinity) rejected: %v", err)
+	}
+}
+
+// TestPlacedIn: only a systemd slice other than the configured one is a
+// misplaced partition; cgroupfs parents and unknown ones are not.
+func TestPlacedIn(t *testing.T) {
+	for name, want := range map[string]string{"qm": "qm.slice", "nav": "nav.slice", "qm-a": "", "system": "", "user": "", "machine": ""} {
+		if got := DefaultPartition(name).Slice; got != want {
+			t.Errorf("partition %q: default slice %q, want %q", name, got, want)
+		}
+	}
+	p := DefaultPartition("qm")
+	for parent, want := range map[string]bool{
+		"qm.slice": true, "/qm.slice": true, "machine.slice": false, "/machine.slice": false,
+		"": true, "/libpod_parent": true,
+	} {
+		if got := p.PlacedIn(parent); got != want {
+			t.Errorf("slice %q, container parent %q: PlacedIn = %v, want %v", p.Slice, parent, got, want)
+		}
+	}
+	p.Slice = ""
+	if !p.PlacedIn("machine.slice") {
+		t.Error(`slice "": machine.slice must count as placed (Podman's choice)`)
 	}
 }

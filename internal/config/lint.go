@@ -358,6 +358,13 @@ func (l *linter) partition(pre string, p *Partition, needs uint64) {
 	if p.Network == "host" {
 		l.flag(pre+".network", "\"host\" shares the host's network namespace: with the partition's capabilities it can reconfigure the host's interfaces and firewall and reach its local services")
 	}
+	// slice: the kernel weighs a cgroup against its siblings only
+	switch {
+	case p.Slice == "":
+		l.flag(pre+".slice", "is empty: Podman puts the partition in machine.slice, where its CPUWeight and IOWeight count only against other containers, not against the ASIL units in system.slice (set slice = \"qm.slice\")")
+	case strings.Contains(p.Slice, "-"):
+		l.flag(pre+".slice", "%q is nested: qmd gives it the partition's weights, but the kernel weighs its top-level slice against system.slice (use a top-level slice such as \"qm.slice\")", p.Slice)
+	}
 	// memory: a finite memory.max above what the host can give is no
 	// bound at all. "infinity" is the kernel OOM killer's business (as in
 	// containers/qm, oom_score_adj 500 makes the partition go first).

@@ -28,7 +28,10 @@ func (e *KeyError) Error() string {
 var (
 	// Partition names become container names and D-Bus object path
 	// elements: keep them to a safe, short alphabet.
-	nameRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+	nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+	// A slice unit name: systemd's unit characters, each "-" a level of
+	// the hierarchy (qm-a.slice lies in qm.slice), so none empty.
+	sliceRE   = regexp.MustCompile(`^[a-zA-Z0-9:_.]+(-[a-zA-Z0-9:_.]+)*\.slice$`)
 	capRE     = regexp.MustCompile(`^[a-z_]+$`)
 	unitRE    = regexp.MustCompile(`^[a-zA-Z0-9:_.@\\-]+\.(service|scope|slice)$`)
 	sysctlRE  = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
@@ -130,6 +133,7 @@ func Validate(c *Config, origin map[string]string) error {
 		}
 		containers[cn] = p.Name
 	}
+	v.sharedSlices(c.Partitions)
 	protected := map[string]int{}
 	for i, pr := range c.Protect {
 		pre := fmt.Sprintf("protect[%d]", i)
@@ -163,12 +167,44 @@ func Validate(c *Config, origin map[string]string) error {
 	return errors.Join(v.errs...)
 }
 
+// hostSlices hold the host's services and users (the ASIL units among
+// them): never a partition's slice. Matched on the top level of the name.
+var hostSlices = map[string]bool{"system.slice": true, "system": true, "user.slice": true, "user": true, "init.scope": true}
+
+// sharedSlices: partitions may share a slice only with the same CPU and IO
+// weights, which qmd puts on the slice.
+func (v *validator) sharedSlices(ps []Partition) {
+	first := map[string]*Partition{}
+	for i := range ps {
+		p := &ps[i]
+		if p.Slice == "" {
+			continue
+		}
+		o, ok := first[p.Slice]
+		if !ok {
+			first[p.Slice] = p
+			continue
+		}
+		if o.CPU.Weight != p.CPU.Weight || o.IO.Weight != p.IO.Weight {
+			v.fail(fmt.Sprintf("partition[%s].slice", p.Name), "%q is also partition %s's, with other weights (cpu.weight %q/%q, io.weight %d/%d): qmd puts them on the slice; give each partition its own slice or the same weights",
+				p.Slice, o.Name, o.CPU.Weight, p.CPU.Weight, o.IO.Weight, p.IO.Weight)
+		}
+	}
+}
+
 func (v *validator) partition(pre string, p *Partition) {
 	if !nameRE.MatchString(p.Name) {
 		v.fail(pre+".name", "%q: use 1-63 letters, digits, '_', '.', '-', starting with a letter or digit", p.Name)
 	}
 	if p.ContainerName != "" && !nameRE.MatchString(p.ContainerName) {
 		v.fail(pre+".container_name", "%q is not a valid container name", p.ContainerName)
+	}
+	switch {
+	case p.Slice == "":
+	case !sliceRE.MatchString(p.Slice) || len(p.Slice) > 255:
+		v.fail(pre+".slice", "%q is not a systemd slice name (e.g. \"qm.slice\"; each \"-\" is a level: \"qm-a.slice\" lies in qm.slice)", p.Slice)
+	case hostSlices[strings.SplitN(p.Slice, "-", 2)[0]]:
+		v.fail(pre+".slice", "%q is (in) a slice of the host's own services or users: qmd gives the slice the partition's CPU and IO weights, which would hold back the ASIL units there; use a slice of its own (e.g. %q)", p.Slice, "qm.slice")
 	}
 	if !strings.HasPrefix(p.Rootfs, "/") {
 		v.fail(pre+".rootfs", "%q: must be an absolute path", p.Rootfs)

@@ -41,8 +41,9 @@ type Client struct {
 	timeout time.Duration
 	host    hostinfo.Facts // read once: relative limits in create requests
 
-	mu   sync.Mutex
-	conn context.Context // carries the bindings' connection; nil until Connect
+	mu      sync.Mutex
+	conn    context.Context // carries the bindings' connection; nil until Connect
+	manager string          // the service's cgroup manager ("systemd", "cgroupfs"); "" until known
 }
 
 var _ runtime.Runtime = (*Client)(nil)
@@ -346,6 +347,9 @@ func (c *Client) Inspect(ctx context.Context, nameOrID string) (*runtime.Contain
 		FinishedAt: d.State.FinishedAt,
 		CgroupPath: d.State.CgroupPath,
 	}
+	if d.HostConfig != nil {
+		out.CgroupParent = d.HostConfig.CgroupParent
+	}
 	if d.Config != nil {
 		out.Labels = d.Config.Labels
 	}
@@ -360,9 +364,42 @@ func (c *Client) Inspect(ctx context.Context, nameOrID string) (*runtime.Contain
 	return out, nil
 }
 
-// Create creates the partition's container and returns its ID.
+// cgroupManager asks the service, once, which cgroup manager it uses: a
+// slice as cgroup parent is valid only under systemd's (Podman refuses it
+// under cgroupfs). "" when it cannot be asked now.
+func (c *Client) cgroupManager(ctx context.Context) string {
+	c.mu.Lock()
+	m := c.manager
+	c.mu.Unlock()
+	if m != "" {
+		return m
+	}
+	info, err := call(c, ctx, "podman info", c.timeout, func(ctx context.Context) (*define.Info, error) {
+		return system.Info(ctx, nil)
+	})
+	if err != nil || info == nil || info.Host == nil {
+		return ""
+	}
+	switch m = info.Host.CgroupManager; m {
+	case "systemd", "cgroupfs":
+		c.mu.Lock()
+		c.manager = m
+		c.mu.Unlock()
+		return m
+	}
+	return ""
+}
+
+// Create creates the partition's container and returns its ID. The
+// partition's slice becomes the cgroup parent where Podman uses systemd's
+// cgroup manager; elsewhere (cgroupfs, or the service did not say) Podman
+// places it, and the supervisor sees the placement in Inspect.
 func (c *Client) Create(ctx context.Context, p *config.Partition) (string, error) {
-	s, err := Spec(p, c.host)
+	parent := ""
+	if p.Slice != "" && c.cgroupManager(ctx) == "systemd" {
+		parent = p.Slice
+	}
+	s, err := Spec(p, c.host, parent)
 	if err != nil {
 		return "", err
 	}

@@ -34,8 +34,9 @@ const (
 
 // Spec builds the create request of a partition: what containers/qm's
 // qm.container asks of Podman, from the (prepared) configuration.
-func Spec(p *config.Partition, h hostinfo.Facts) (*specgen.SpecGenerator, error) {
+func Spec(p *config.Partition, h hostinfo.Facts, cgroupParent string) (*specgen.SpecGenerator, error) {
 	s := specgen.NewSpecGenerator("", true)
+	s.CgroupParent = cgroupParent
 	s.Name = p.ContainerNameOrDefault()
 	s.Rootfs = p.Rootfs
 	s.Command = append([]string(nil), p.Exec...)

@@ -22,7 +22,7 @@ var testFacts = hostinfo.Facts{MemTotal: 8 << 30, PidMax: 4194304}
 // Podman, as before the keys existed.
 func TestSpecDefaultsHaveNoSecurityOverrides(t *testing.T) {
 	p := config.DefaultPartition("qm")
-	s, err := Spec(&p, testFacts)
+	s, err := Spec(&p, testFacts, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestSpecDefaultsHaveNoSecurityOverrides(t *testing.T) {
 func TestSpecSELinuxLikeQM(t *testing.T) {
 	p := config.DefaultPartition("qm")
 	p.Security = config.Security{SELinuxType: "qm_t", SELinuxFileType: "qm_file_t", SELinuxLevel: "s0", SELinuxNested: true}
-	s, err := Spec(&p, testFacts)
+	s, err := Spec(&p, testFacts, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestSpecSELinuxLikeQM(t *testing.T) {
 func TestSpecSELinuxDisable(t *testing.T) {
 	p := config.DefaultPartition("qm")
 	p.Security.SELinuxDisable = true
-	s, err := Spec(&p, testFacts)
+	s, err := Spec(&p, testFacts, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestSpecAppArmorAnnotationsEnv(t *testing.T) {
 	p.Security.AppArmorProfile = "qm-partition"
 	p.Annotations = map[string]string{"org.containers.qm.device.ttys": "true"}
 	p.Env = map[string]string{"TZ": "UTC"}
-	s, err := Spec(&p, testFacts)
+	s, err := Spec(&p, testFacts, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestSpecAppArmorAnnotationsEnv(t *testing.T) {
 // change of any of them changes the config-hash label.
 func TestSpecHashCoversSecurity(t *testing.T) {
 	base := config.DefaultPartition("qm")
-	s0, err := Spec(&base, testFacts)
+	s0, err := Spec(&base, testFacts, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestSpecHashCoversSecurity(t *testing.T) {
 	} {
 		p := config.DefaultPartition("qm")
 		mut(&p)
-		s, err := Spec(&p, testFacts)
+		s, err := Spec(&p, testFacts, "")
 		if err != nil {
 			t.Fatal(name, err)
 		}

@@ -79,7 +79,7 @@ func TestMainPrintAndCheck(t *testing.T) {
 			t.Errorf("--check output lacks %q:\n%s", w, stdout)
 		}
 	}
-	if !strings.Contains(stderr, "IOWeight=50") {
+	if !strings.Contains(stderr, "AllowedCPUs=1") {
 		t.Errorf("--check must report what is not mapped:\n%s", stderr)
 	}
 }

@@ -1042,6 +1042,16 @@ func (c *converter) service() {
 	if e, ok := c.last("Service", "CPUWeight"); ok {
 		c.set("cpu", "weight", tomlString(e.Value), "", e)
 	}
+	if e, ok := c.last("Service", "Slice"); ok {
+		c.set("", "slice", tomlString(e.Value), "", e)
+	}
+	if e, ok := c.last("Service", "IOWeight"); ok {
+		if n, err := strconv.ParseUint(e.Value, 10, 64); err != nil || n < 1 || n > 10000 {
+			c.unmapped(e, "qmd's io.weight takes 1..10000")
+		} else {
+			c.set("io", "weight", strconv.FormatUint(n, 10), "", e)
+		}
+	}
 	if e, ok := c.last("Service", "CPUQuota"); ok {
 		c.set("cpu", "quota", tomlString(e.Value), "", e)
 	}
@@ -1093,12 +1103,10 @@ func (c *converter) service() {
 		}
 	}
 	for key, why := range map[string]string{
-		"IOWeight":                 "qmd has no I/O weight key yet; the partition gets the default I/O weight",
 		"StartupCPUWeight":         "qmd has no start-up CPU weight",
 		"StartupIOWeight":          "qmd has no I/O weight key",
 		"AllowedCPUs":              "qmd has no CPU affinity (cpuset) key",
 		"AllowedMemoryNodes":       "qmd has no memory node (cpuset) key",
-		"Slice":                    "Podman places the partition in its own cgroup (machine.slice); qmd's policy acts on that cgroup, there is no slice key",
 		"ManagedOOMSwap":           "systemd-oomd does not watch the partition under qmd; qmd's [partition.pressure] policy reacts to memory pressure instead",
 		"ManagedOOMMemoryPressure": "systemd-oomd does not watch the partition under qmd; qmd's [partition.pressure] policy reacts to memory pressure instead",
 		"ManagedOOMPreference":     "systemd-oomd does not watch the partition under qmd",

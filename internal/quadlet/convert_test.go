@@ -3,6 +3,7 @@ package quadlet
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -119,6 +120,8 @@ func TestConvertQMFixture(t *testing.T) {
 		"memory":          p.Memory.High.String() + " " + p.Memory.Max.String() + " " + p.Memory.SwapMax.String(),
 		"cpu.weight":      p.CPU.Weight,
 		"pids.max":        p.Pids.Max,
+		"slice":           p.Slice,
+		"io.weight":       strconv.FormatUint(p.IO.Weight, 10),
 	}
 	wantVals := map[string]string{
 		"container_name":  "qm",
@@ -138,6 +141,8 @@ func TestConvertQMFixture(t *testing.T) {
 		"memory":          "3G 4G 0",
 		"cpu.weight":      "idle",
 		"pids.max":        "50%",
+		"slice":           "QM.slice",
+		"io.weight":       "50",
 	}
 	for k, w := range wantVals {
 		if checks[k] != w {
@@ -149,7 +154,7 @@ func TestConvertQMFixture(t *testing.T) {
 		t.Errorf("oom %d/%d read-only %v/%v", p.OOMScoreAdj, p.NestedOOMScoreAdj, p.ReadOnly, p.ReadOnlyTmpfs)
 	}
 	un := findings(res.Unmapped)
-	for _, w := range []string{"qm.container:15: [Service] IOWeight=50", "ManagedOOMSwap=kill", "Slice=QM.slice", "AllowedCPUs=1", "Timezone=local"} {
+	for _, w := range []string{"ManagedOOMSwap=kill", "AllowedCPUs=1", "Timezone=local"} {
 		if !strings.Contains(un, w) {
 			t.Errorf("not mapped should list %q:\n%s", w, un)
 		}
@@ -395,9 +400,9 @@ func TestConvertUnmappedReport(t *testing.T) {
 		{"[Container]\nPodmanArgs=someimage\n", "someimage", "not an option"},
 		{"[Container]\nPodmanArgs=--memory-swap 1G\n", "--memory-swap 1G", "needs memory.max"},
 		{"[Container]\nPodmanArgs=--cpus lots\n", "--cpus", "not a positive number"},
-		{"[Service]\nIOWeight=50\n", "IOWeight=50", "no I/O weight key"},
+		{"[Service]\nIOWeight=0\n", "IOWeight=0", "1..10000"},
+		{"[Service]\nIOWeight=default\n", "IOWeight=default", "1..10000"},
 		{"[Service]\nAllowedCPUs=6-11\n", "AllowedCPUs=6-11", "cpuset"},
-		{"[Service]\nSlice=QM.slice\n", "Slice=QM.slice", "no slice key"},
 		{"[Service]\nManagedOOMSwap=kill\n", "ManagedOOMSwap=kill", "[partition.pressure]"},
 		{"[Service]\nRestartSec=5\n", "RestartSec=5", "backs off"},
 		{"[Service]\nRestart=on-abnormal\n", "Restart=on-abnormal", "always, on-failure or no"},

@@ -34,7 +34,11 @@ type Container struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	CgroupPath string
-	Labels     map[string]string
+	// CgroupParent is where the container was created (Podman's cgroup
+	// parent: a slice such as machine.slice under systemd's cgroup
+	// manager, a path under cgroupfs); "" when not known.
+	CgroupParent string
+	Labels       map[string]string
 }
 
 // Event is one container event.

@@ -15,11 +15,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -569,6 +571,33 @@ func (c *Cgroup) PidsEvents() (uint64, error) {
 		return 0, err
 	}
 	return m["max"], nil
+}
+
+// CPUUsage is the CPU time the cgroup's tasks have used (cpu.stat
+// usage_usec; v1 cpuacct.usage, in nanoseconds).
+func (c *Cgroup) CPUUsage() (time.Duration, error) {
+	if c.h.Version == V2 {
+		m, err := c.readKeyed("cpu", "cpu.stat")
+		if err != nil {
+			return 0, err
+		}
+		u, ok := m["usage_usec"]
+		if !ok {
+			return 0, perr(c.file("cpu", "cpu.stat"), 0, "no usage_usec")
+		}
+		if u > math.MaxInt64/uint64(time.Microsecond) {
+			return 0, perr(c.file("cpu", "cpu.stat"), 0, "usage_usec %d out of range", u)
+		}
+		return time.Duration(u) * time.Microsecond, nil
+	}
+	ns, err := c.readUint("cpuacct", "cpuacct.usage")
+	if err != nil {
+		return 0, err
+	}
+	if ns > math.MaxInt64 {
+		return 0, perr(c.file("cpuacct", "cpuacct.usage"), 0, "%d out of range", ns)
+	}
+	return time.Duration(ns), nil
 }
 
 // CPUMax is the bandwidth limit (cpu.max; v1 cpu.cfs_quota_us and

@@ -41,6 +41,7 @@ func fakeV2(t testing.TB) (*Hierarchy, *Cgroup) {
 		"qm/memory.pressure":     "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
 		"qm/cpu.max":             "max 100000\n",
 		"qm/cpu.weight":          "100\n",
+		"qm/cpu.stat":            "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
 		"qm/pids.max":            "max\n",
 		"qm/pids.current":        "1\n",
 		"qm/pids.events":         "max 0\n",
@@ -89,6 +90,7 @@ func fakeV1(t testing.TB) (*Hierarchy, *Cgroup) {
 		"cpu/qm/cpu.cfs_period_us":              "100000\n",
 		"cpu/qm/cpu.shares":                     "1024\n",
 		"cpu/qm/cpu.idle":                       "0\n",
+		"cpuacct/qm/cpuacct.usage":              "3500000000\n",
 	})
 	return openQM(t, root)
 }
@@ -505,5 +507,22 @@ func TestUnitName(t *testing.T) {
 	os.MkdirAll(filepath.Join(run, "systemd", "system"), 0o755)
 	if !SystemdBooted(run) {
 		t.Error("SystemdBooted false")
+	}
+}
+
+// TestCPUUsage: the partition's CPU time, from cpu.stat on v2 and
+// cpuacct.usage on v1; a file without the counter is an error naming it.
+func TestCPUUsage(t *testing.T) {
+	_, cg2 := fakeV2(t)
+	if d, err := cg2.CPUUsage(); err != nil || d != 2500*time.Millisecond {
+		t.Errorf("v2 CPUUsage = %v %v, want 2.5s", d, err)
+	}
+	_, cg1 := fakeV1(t)
+	if d, err := cg1.CPUUsage(); err != nil || d != 3500*time.Millisecond {
+		t.Errorf("v1 CPUUsage = %v %v, want 3.5s", d, err)
+	}
+	testutil.WriteTree(t, cg2.Dir("cpu"), map[string]string{"cpu.stat": "user_usec 1\n"})
+	if _, err := cg2.CPUUsage(); err == nil || !strings.Contains(err.Error(), "usage_usec") {
+		t.Errorf("cpu.stat without usage_usec: %v, want an error naming it", err)
 	}
 }

@@ -120,7 +120,8 @@ type Controller struct {
 	mu          sync.Mutex
 	thr         *throttle
 	cpuLimit    bool
-	cpuAt       time.Time // the last confirmed ASIL CPU pressure window
+	cpuAt       time.Time // the last ASIL CPU pressure window the partition was a cause of (cpu.go)
+	cpuPrev     cpuSample // the partition's CPU time at the last reading (cpu.go)
 	forks       []time.Time
 	stalls      []time.Time // consecutive full-pressure windows
 	lastStall   time.Time   // the last full-pressure window
@@ -191,6 +192,7 @@ func (h *Host) New(p *config.Partition, init supervisor.Init, hooks supervisor.H
 	c.initIO("/sys")
 	c.applyLimits()
 	c.sampleMem(time.Now())
+	c.sampleCPU(time.Now())
 	return c, nil
 }
 
@@ -259,9 +261,14 @@ func (c *Controller) applyLimits() {
 		try("memory.swap.max", c.setter.SetMemorySwapMax(ctx, m.SwapMax.Resolve(c.h.MemTotal)))
 	}
 	if w := c.cfg.CPU.Weight; w == "idle" {
-		if err := c.cg.SetCPUIdle(true); err != nil {
-			// cpu.idle needs Linux 5.15 and cgroup v2: fall back to the
-			// lowest weight.
+		// Through systemd where systemd owns the scope: it rewrites
+		// cpu.idle from its own CPUWeight whenever it applies the unit's
+		// settings (each CPUQuota or MemoryHigh qmd sets through it), which
+		// reset a direct write to 0 (seen in the e2e VM: idle 0, weight 1).
+		if err := c.setter.SetCPUIdle(ctx); err != nil {
+			// cpu.idle needs Linux 5.15 and cgroup v2 (systemd 251 for
+			// CPUWeight=idle): fall back to the lowest weight.
+			c.log.Debug("cpu.idle not applied, using the lowest weight", zap.Error(err))
 			try("cpu.weight", c.setter.SetCPUWeight(ctx, 1))
 		}
 	} else if n, err := strconv.ParseUint(w, 10, 64); err == nil {
@@ -270,6 +277,7 @@ func (c *Controller) applyLimits() {
 	if c.cfg.CPU.Quota != "" {
 		try("cpu.max", c.setter.SetCPUMax(ctx, c.staticCPUMax()))
 	}
+	c.applySlice(ctx, try)
 	if count, err := c.cfg.Pids.Limit(c.h.PidMax); err == nil && count > 0 {
 		try("pids.max", c.setter.SetPidsMax(ctx, count))
 	}

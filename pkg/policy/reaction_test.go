@@ -393,3 +393,64 @@ func TestThrottleWriteFailureKeepsState(t *testing.T) {
 		t.Error("the next window did not throttle")
 	}
 }
+
+// TestCPUQuotaOnlyWhereThePartitionIsACause: ASIL CPU pressure puts the
+// quota on a partition that uses at least the quota, not on one that idles
+// (in the e2e VM the probes stall among themselves: the old rule limited an
+// idle partition one second after its start and for the whole run); a
+// limited partition that keeps using half its quota holds it, one that
+// stopped gets it lifted restore_after later although the pressure goes on.
+func TestCPUQuotaOnlyWhereThePartitionIsACause(t *testing.T) {
+	h, root := fakeHost(t)
+	r := newRecorder()
+	c := newController(t, h, partitionConfig(), r)
+	cpuMax := filepath.Join(root, "libpod-0123abcd/cpu.max")
+	var used time.Duration
+	t0 := time.Unix(5000, 0)
+	at := t0
+	// window: one second of ASIL CPU pressure while the partition used cpus.
+	window := func(cpus float64) {
+		t.Helper()
+		at = at.Add(time.Second)
+		used += time.Duration(cpus * float64(time.Second))
+		write(t, root, map[string]string{"libpod-0123abcd/cpu.stat": fmt.Sprintf("usage_usec %d\nuser_usec 0\nsystem_usec 0\n", used.Microseconds())})
+		c.onCPUPressure(at)
+	}
+	write(t, root, map[string]string{"libpod-0123abcd/cpu.stat": "usage_usec 0\n"})
+	c.sampleCPU(t0)
+
+	for range 5 {
+		window(0.05)
+	}
+	if got := read(t, cpuMax); got != "max 100000" || r.Count(incident.CPUQuota) != 0 {
+		t.Fatalf("idle partition under ASIL CPU pressure: cpu.max %q, %d quota incidents; want no quota", got, r.Count(incident.CPUQuota))
+	}
+	window(1.8)
+	if got := read(t, cpuMax); got != "50000 100000" {
+		t.Fatalf("partition using 1.8 CPUs under ASIL CPU pressure: cpu.max %q, want the 50%% quota", got)
+	}
+	for _, e := range r.All() {
+		if e.Type == incident.CPUQuota && e.Details["partition_cpus"] != "1.80" {
+			t.Errorf("incident details %v: want partition_cpus 1.80", e.Details)
+		}
+	}
+	for range 40 { // pushing against the quota: held
+		window(0.45)
+	}
+	c.onQuiet(at.Add(time.Second))
+	if got := read(t, cpuMax); got != "50000 100000" {
+		t.Fatalf("partition using 0.45 of its 0.5 quota: cpu.max %q, want the quota held", got)
+	}
+	last := at
+	for range 40 { // it stopped; the ASIL pressure goes on
+		window(0.01)
+	}
+	c.onQuiet(last.Add(29 * time.Second))
+	if got := read(t, cpuMax); got != "50000 100000" {
+		t.Errorf("29 s after the partition stopped: cpu.max %q, want still the quota", got)
+	}
+	c.onQuiet(last.Add(31 * time.Second))
+	if got := read(t, cpuMax); got != "max 100000" {
+		t.Errorf("31 s after the partition stopped, pressure going on: cpu.max %q, want restored", got)
+	}
+}

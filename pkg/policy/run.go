@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/containers/qmd/internal/config"
 	"github.com/containers/qmd/internal/incident"
 	"github.com/containers/qmd/pkg/cgroups"
 	"github.com/containers/qmd/pkg/oom"
@@ -88,6 +87,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			trigs.SampleAll(now)
 			c.sampleIO(now)
 			c.sampleMem(now)
+			c.sampleCPU(now)
 		case ev, ok := <-w.Events():
 			if !ok {
 				return w.Err()
@@ -357,74 +357,6 @@ func (c *Controller) writeHigh(v uint64) error {
 		return c.cg.SetMemorySoftLimit(v)
 	}
 	return c.setter.SetMemoryHigh(ctx, v)
-}
-
-const cpuPeriod = 100000 // µs, cpu.max's default period
-
-// staticCPUMax is the configured cpu.quota as cpu.max ("max" without one):
-// what the partition has when no ASIL CPU pressure is being answered.
-func (c *Controller) staticCPUMax() cgroups.CPUMax {
-	m := cgroups.CPUMax{Quota: cgroups.Max, Period: cpuPeriod}
-	if q := c.cfg.CPU.Quota; q != "" {
-		if f, err := config.ParseCPUQuota(q); err == nil {
-			m.Quota = uint64(f * cpuPeriod)
-		}
-	}
-	return m
-}
-
-// pressureCPUMax is the quota under ASIL CPU pressure: pressure.cpu_quota
-// (default 50 %), never above the configured static quota.
-func (c *Controller) pressureCPUMax() cgroups.CPUMax {
-	frac := 0.5
-	if q := c.cfg.Pressure.CPUQuota; q != "" {
-		if f, err := parsePercent(q); err == nil {
-			frac = f
-		}
-	}
-	m := cgroups.CPUMax{Period: cpuPeriod, Quota: uint64(frac * cpuPeriod)}
-	if st := c.staticCPUMax(); st.Quota < m.Quota {
-		m.Quota = st.Quota
-	}
-	return m
-}
-
-func (c *Controller) onCPUPressure(now time.Time) {
-	m, st := c.pressureCPUMax(), c.staticCPUMax()
-	if m.Quota >= st.Quota {
-		c.log.Debug("ASIL CPU pressure: the configured cpu.quota is already as low as the pressure quota",
-			zap.String("cpu_max", st.String()))
-		return
-	}
-	c.mu.Lock()
-	already := c.cpuLimit
-	c.cpuLimit = true
-	c.cpuAt = now
-	c.mu.Unlock()
-	if already {
-		return
-	}
-	if !c.h.DryRun {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := c.setter.SetCPUMax(ctx, m); err != nil {
-			c.log.Warn("cpu quota failed", zap.Error(err))
-			c.mu.Lock()
-			c.cpuLimit = false
-			c.mu.Unlock()
-			return
-		}
-		c.hooks.Condition(supervisor.CPULimited, true, "ASIL CPU pressure")
-	}
-	c.record(incident.CPUQuota, fmt.Sprintf("ASIL CPU pressure: partition limited to %s of a CPU", cpuPercent(m)),
-		map[string]string{"cpu_max": m.String(), "configured_cpu_max": st.String(), "at": now.Format(time.RFC3339Nano)})
-}
-
-func cpuPercent(m cgroups.CPUMax) string {
-	if m.Quota == cgroups.Max || m.Period == 0 {
-		return "100% per CPU (no quota)"
-	}
-	return strconv.FormatUint(m.Quota*100/m.Period, 10) + "%"
 }
 
 // stallWindows is how many consecutive PSI windows the partition must be

@@ -109,8 +109,21 @@ func (f *fakeRuntime) Create(_ context.Context, p *config.Partition) (string, er
 	}
 	f.creates++
 	f.mu.Unlock()
-	return f.add(p.ContainerNameOrDefault(), map[string]string{
-		runtime.LabelPartition: p.Name, runtime.LabelConfigHash: p.CreateHash()}, false), nil
+	id := f.add(p.ContainerNameOrDefault(), map[string]string{
+		runtime.LabelPartition: p.Name, runtime.LabelConfigHash: p.CreateHash()}, false)
+	f.mu.Lock()
+	if p.Slice != "" {
+		f.ctrs[id].c.CgroupParent = p.Slice // Podman under systemd's cgroup manager
+	}
+	f.mu.Unlock()
+	return id, nil
+}
+
+// setParent sets the cgroup parent a container was created in.
+func (f *fakeRuntime) setParent(id, parent string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ctrs[id].c.CgroupParent = parent
 }
 
 func (f *fakeRuntime) Start(_ context.Context, id string) error {

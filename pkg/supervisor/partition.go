@@ -450,7 +450,7 @@ func (p *partition) reconcile(reason string) {
 	}
 	if c != nil {
 		p.st.ContainerID = c.ID
-		p.st.Drift = c.Labels[runtime.LabelConfigHash] != p.cfg.CreateHash()
+		p.st.Drift = recreateReason(p.cfg, c) != ""
 	} else {
 		p.st.ContainerID, p.st.Drift = "", false
 	}
@@ -538,9 +538,10 @@ func (p *partition) adopted(c *runtime.Container, reason string) {
 	p.st.Result = "success"
 	p.record(incident.Adopt, "adopted running partition", map[string]string{
 		"pid": strconv.Itoa(c.Pid), "started_at": c.StartedAt.Format(time.RFC3339)})
-	if p.st.Drift {
-		p.record(incident.ConfigDrift, "running container was created from another configuration; it will be recreated at its next restart",
-			map[string]string{"label": c.Labels[runtime.LabelConfigHash], "config": p.cfg.CreateHash()})
+	if why := recreateReason(p.cfg, c); why != "" {
+		p.record(incident.ConfigDrift, "running container was created from another configuration ("+why+"); it will be recreated at its next restart",
+			map[string]string{"label": c.Labels[runtime.LabelConfigHash], "config": p.cfg.CreateHash(),
+				"cgroup_parent": c.CgroupParent, "slice": p.cfg.Slice})
 	}
 	p.setState(Active, firstOf(reason, "container running"))
 }
@@ -807,15 +808,30 @@ func (p *partition) launchStart(reason string) {
 	})
 }
 
+// recreateReason says why the container c cannot serve as the partition
+// cfg describes ("" when it can): it was created from other create-time
+// settings (its hash label), or in another slice than cfg's (one created
+// before qmd placed partitions in their own slice sits in machine.slice,
+// where its CPU and IO weights hold back no ASIL unit).
+func recreateReason(cfg *config.Partition, c *runtime.Container) string {
+	switch {
+	case c.Labels[runtime.LabelConfigHash] != cfg.CreateHash():
+		return "config changed"
+	case !cfg.PlacedIn(c.CgroupParent):
+		return "created in " + c.CgroupParent + ", configured slice " + cfg.Slice
+	}
+	return ""
+}
+
 // startContainer runs on an operation goroutine: it must not touch the
 // loop's state (cfg and obs are the loop's values, passed in).
 func (p *partition) startContainer(ctx context.Context, cfg *config.Partition, obs *runtime.Container) (*runtime.Container, error) {
 	id := ""
 	if obs != nil && obs.Labels[runtime.LabelPartition] == cfg.Name {
 		id = obs.ID
-		if obs.Labels[runtime.LabelConfigHash] != cfg.CreateHash() {
+		if why := recreateReason(cfg, obs); why != "" {
 			p.log.Info("recreating container from the current configuration",
-				zap.String("container_id", obs.ID), zap.String("reason", "config changed"))
+				zap.String("container_id", obs.ID), zap.String("reason", why))
 			if err := p.s.rt.Remove(ctx, obs.ID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 				return nil, err
 			}
@@ -1078,7 +1094,7 @@ func (p *partition) applyConfig(cfg *config.Partition) {
 	p.cfgView.Store(&c)
 	p.backoff.Initial, p.backoff.Max = cfg.Restart.BackoffInitial.Duration, cfg.Restart.BackoffMax.Duration
 	p.st.OOMScoreAdj = cfg.OOMScoreAdj
-	if old.CreateHash() != cfg.CreateHash() && p.st.ContainerID != "" {
+	if (old.CreateHash() != cfg.CreateHash() || old.Slice != cfg.Slice) && p.st.ContainerID != "" {
 		p.st.Drift = true
 		p.record(incident.ConfigDrift, "configuration changed; the container is recreated at its next restart", nil)
 	}

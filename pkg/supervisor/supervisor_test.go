@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -286,6 +287,41 @@ func TestDriftKeepsRunningThenRecreatesOnRestart(t *testing.T) {
 	}
 	if h.rec.Count(incident.ConfigDrift) != 1 {
 		t.Error("no config-drift incident")
+	}
+	h.rt.kill("qm", 137)
+	h.waitFor("recreated", func() bool { st := h.state("qm"); return st.State == Active && st.ContainerID != old })
+	if st := h.state("qm"); st.Drift {
+		t.Error("still drifted after recreate")
+	}
+	if c, _, n := rt.count(); c != 1 || n != 1 {
+		t.Errorf("creates=%d containers=%d, want 1 and 1", c, n)
+	}
+}
+
+// TestMisplacedContainerRecreatedOnRestart: a container created in
+// machine.slice (by a qmd before partition slices) has the current hash
+// but not the configured slice: it is kept running, flagged, and created
+// anew in the slice at its next restart.
+func TestMisplacedContainerRecreatedOnRestart(t *testing.T) {
+	cfg := testConfig("qm")
+	cfg.Partitions[0].Slice = "qm.slice"
+	rt := newFakeRuntime()
+	old := rt.add("qm", map[string]string{runtime.LabelPartition: "qm", runtime.LabelConfigHash: cfg.Partitions[0].CreateHash()}, true)
+	rt.setParent(old, "machine.slice")
+	h := newHarness(t, cfg, rt)
+	h.run()
+	st := h.waitState("qm", Active)
+	if st.ContainerID != old || !st.Drift {
+		t.Fatalf("misplaced container must be kept and flagged: %+v", st)
+	}
+	var drift []incident.Incident
+	for _, i := range h.rec.All() {
+		if i.Type == incident.ConfigDrift {
+			drift = append(drift, i)
+		}
+	}
+	if len(drift) != 1 || !strings.Contains(drift[0].Summary, "machine.slice") || drift[0].Details["slice"] != "qm.slice" {
+		t.Fatalf("config-drift incidents %+v: want one naming machine.slice and the slice", drift)
 	}
 	h.rt.kill("qm", 137)
 	h.waitFor("recreated", func() bool { st := h.state("qm"); return st.State == Active && st.ContainerID != old })
