@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -398,7 +399,12 @@ func TestFieldHelpers(t *testing.T) {
 
 func TestJournalConcurrent(t *testing.T) {
 	fj := newFakeJournal(t)
-	c, fallback := newTestCore(t, JournalConfig{Socket: fj.path})
+	// A send timeout far above any scheduling delay: this test is about
+	// concurrent senders, not about a busy journald (with the default
+	// 500 ms a loaded host starved this receiver and lines went to the
+	// console fallback, which is the daemon's right answer to a wedged
+	// journald, and the test timed out waiting for them).
+	c, fallback := newTestCore(t, JournalConfig{Socket: fj.path, SendTimeout: time.Minute})
 	log := zap.New(c).With(Partition("qm"))
 	const workers, per = 8, 50
 	done := make(chan struct{})

@@ -19,7 +19,8 @@ import (
 // containers/qm setup's, whose qm.service is an idle sibling of the ASIL
 // units in system.slice. qmd creates the partition in a slice of its own
 // (partition.slice, a sibling of system.slice) and gives that slice the
-// partition's weights through systemd, which keeps them.
+// partition's weights through systemd, which keeps them ("idle" becomes
+// the lowest weight there, see applySlice).
 
 // applySlice puts the partition's CPU and IO weights on its slice. Only on
 // the configured slice, and only when the partition really is in it: a
@@ -38,7 +39,14 @@ func (c *Controller) applySlice(ctx context.Context, try func(what string, err e
 	}
 	s := &cgroups.SystemdSetter{Conn: c.h.Systemd, Unit: slice}
 	if w := c.cfg.CPU.Weight; w == "idle" {
-		try(slice+" CPUWeight=idle", s.SetCPUIdle(ctx))
+		// The lowest weight, not the idle class: a top-level idle cgroup
+		// gets no CPU at all while anything else on the host runs, and a
+		// partition must still be able to finish a killed or reclaiming
+		// process (one benchmark run with an idle qm.slice left the VM
+		// unresponsive for minutes in the memory hog's window). Weight 1
+		// against system.slice's 100 leaves the ASIL units 99 % of a busy
+		// CPU and lets them preempt the partition on wake-up.
+		try(slice+" CPUWeight=1", s.SetCPUWeight(ctx, 1))
 	} else if n, err := strconv.ParseUint(w, 10, 64); err == nil {
 		try(slice+" CPUWeight", s.SetCPUWeight(ctx, n))
 	}

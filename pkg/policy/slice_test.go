@@ -64,8 +64,9 @@ func slicedHost(t *testing.T, parent string) (*Host, *unitProps) {
 	return h, u
 }
 
-// TestSliceGetsThePartitionsWeights: the partition's slice and scope get
-// CPUWeight=idle (0 on the bus) and its IOWeight through systemd; a
+// TestSliceGetsThePartitionsWeights: through systemd, the partition's
+// slice gets the lowest CPUWeight for "idle" (not the idle class) and its
+// IOWeight, the scope CPUWeight=idle (0 on the bus); a
 // partition found in machine.slice (created before) leaves that shared
 // slice alone.
 func TestSliceGetsThePartitionsWeights(t *testing.T) {
@@ -75,7 +76,7 @@ func TestSliceGetsThePartitionsWeights(t *testing.T) {
 	if _, err := h.New(p, supervisor.Init{ContainerID: "0123abcd", PID: 100}, newRecorder().hooks()); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := u.of("qm.slice"), []string{"CPUWeight=0", "IOWeight=50"}; strings.Join(got, " ") != strings.Join(want, " ") {
+	if got, want := u.of("qm.slice"), []string{"CPUWeight=1", "IOWeight=50"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("qm.slice got %v, want %v", got, want)
 	}
 	// The scope too, through systemd, which rewrites cpu.idle from its own
