@@ -337,7 +337,7 @@ func DefaultPartition(name string) Partition {
 			StallThreshold: Duration{800 * time.Millisecond},
 			StallAction:    "kill-offender",
 			CPUThreshold:   Duration{200 * time.Millisecond},
-			CPUQuota:       "50%",
+			CPUQuota:       "", // off: the slice's weight answers CPU contention (cpu.go)
 			HostReserve:    Size{Percent: 10, Set: true, Original: "10%"},
 		},
 		IO: DefaultIO(),

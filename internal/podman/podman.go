@@ -33,6 +33,7 @@ import (
 	"github.com/containers/qmd/internal/hostinfo"
 	"github.com/containers/qmd/internal/podman/podmanconn"
 	"github.com/containers/qmd/internal/runtime"
+	"github.com/containers/qmd/pkg/cgroups"
 )
 
 // Client talks to one Podman API service. It implements runtime.Runtime.
@@ -40,6 +41,7 @@ type Client struct {
 	uri     string
 	timeout time.Duration
 	host    hostinfo.Facts // read once: relative limits in create requests
+	systemd bool           // systemd is PID 1 (a slice as cgroup parent is possible)
 
 	mu      sync.Mutex
 	conn    context.Context // carries the bindings' connection; nil until Connect
@@ -51,7 +53,7 @@ var _ runtime.Runtime = (*Client)(nil)
 // New returns a client for the API at uri (unix:///run/podman/podman.sock).
 // timeout is the deadline of every ordinary call. It does not connect.
 func New(uri string, timeout time.Duration) *Client {
-	return &Client{uri: uri, timeout: timeout, host: hostinfo.Read()}
+	return &Client{uri: uri, timeout: timeout, host: hostinfo.Read(), systemd: cgroups.SystemdBooted("/run")}
 }
 
 // Deadlines and the bindings' own retries
@@ -396,7 +398,9 @@ func (c *Client) cgroupManager(ctx context.Context) string {
 // places it, and the supervisor sees the placement in Inspect.
 func (c *Client) Create(ctx context.Context, p *config.Partition) (string, error) {
 	parent := ""
-	if p.Slice != "" && c.cgroupManager(ctx) == "systemd" {
+	// Without systemd as PID 1 Podman cannot use its cgroup manager: no
+	// need to ask (and no extra request on such hosts).
+	if p.Slice != "" && c.systemd && c.cgroupManager(ctx) == "systemd" {
 		parent = p.Slice
 	}
 	s, err := Spec(p, c.host, parent)

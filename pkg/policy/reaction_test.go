@@ -32,6 +32,7 @@ func TestProtectorSignalsDriveTheReactions(t *testing.T) {
 	r := newRecorder()
 	p := partitionConfig()
 	p.Pressure.HostMemory = false
+	p.Pressure.CPUQuota = "50%" // off by default
 	c := newController(t, h, p, r)
 	runController(t, c)
 
@@ -403,7 +404,9 @@ func TestThrottleWriteFailureKeepsState(t *testing.T) {
 func TestCPUQuotaOnlyWhereThePartitionIsACause(t *testing.T) {
 	h, root := fakeHost(t)
 	r := newRecorder()
-	c := newController(t, h, partitionConfig(), r)
+	p := partitionConfig()
+	p.Pressure.CPUQuota = "50%"
+	c := newController(t, h, p, r)
 	cpuMax := filepath.Join(root, "libpod-0123abcd/cpu.max")
 	var used time.Duration
 	t0 := time.Unix(5000, 0)
@@ -452,5 +455,22 @@ func TestCPUQuotaOnlyWhereThePartitionIsACause(t *testing.T) {
 	c.onQuiet(last.Add(31 * time.Second))
 	if got := read(t, cpuMax); got != "max 100000" {
 		t.Errorf("31 s after the partition stopped, pressure going on: cpu.max %q, want restored", got)
+	}
+}
+
+// TestCPUQuotaOffByDefault: with the default pressure.cpu_quota ("") ASIL
+// CPU pressure puts no quota on a busy partition (the slice's weight is
+// the answer to CPU contention).
+func TestCPUQuotaOffByDefault(t *testing.T) {
+	h, root := fakeHost(t)
+	r := newRecorder()
+	c := newController(t, h, partitionConfig(), r)
+	write(t, root, map[string]string{"libpod-0123abcd/cpu.stat": "usage_usec 0\n"})
+	t0 := time.Unix(5000, 0)
+	c.sampleCPU(t0)
+	write(t, root, map[string]string{"libpod-0123abcd/cpu.stat": "usage_usec 1900000\n"})
+	c.onCPUPressure(t0.Add(time.Second))
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/cpu.max")); got != "max 100000" || r.Count(incident.CPUQuota) != 0 {
+		t.Errorf("default config, partition at 1.9 CPUs under ASIL CPU pressure: cpu.max %q, %d quota incidents; want none", got, r.Count(incident.CPUQuota))
 	}
 }
