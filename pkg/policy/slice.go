@@ -14,13 +14,13 @@ import (
 // only (cpu.weight, cpu.idle, io.weight): CPUWeight=idle on the
 // container's own scope, alone in Podman's machine.slice, made it idle
 // against nothing, and machine.slice competed with system.slice (the ASIL
-// units) at the default weight. Measured in the e2e VM under a CPU hog in
-// the partition: the ASIL 1 ms tick's p99 was 1.7 times the plain
-// containers/qm setup's, whose qm.service is an idle sibling of the ASIL
-// units in system.slice. qmd creates the partition in a slice of its own
-// (partition.slice, a sibling of system.slice) and gives that slice the
-// partition's weights through systemd, which keeps them ("idle" becomes
-// the lowest weight there, see applySlice).
+// units) at the default weight. Under a CPU hog in the partition the ASIL
+// 1 ms tick's p99 was 1.71 times the plain containers/qm setup's in the
+// e2e VM (make ffi-bench at 45f73ed), and 1.04 times with the partition in
+// its own slice (at 0bf31e5). qmd creates the partition in a slice of its
+// own (partition.slice, a sibling of system.slice) and gives that slice
+// the partition's weights through systemd, which keeps them ("idle"
+// becomes the lowest weight there, see applySlice).
 
 // applySlice puts the partition's CPU and IO weights on its slice. Only on
 // the configured slice, and only when the partition really is in it: a
