@@ -275,6 +275,20 @@ func TestAdoptionKeepsRunningContainer(t *testing.T) {
 	}
 }
 
+// recreatedAfterCrash kills the kept container old and checks that the
+// restart created exactly one new container, no longer drifted.
+func recreatedAfterCrash(t *testing.T, h *harness, rt *fakeRuntime, old string) {
+	t.Helper()
+	h.rt.kill("qm", 137)
+	h.waitFor("recreated", func() bool { st := h.state("qm"); return st.State == Active && st.ContainerID != old })
+	if st := h.state("qm"); st.Drift {
+		t.Error("still drifted after recreate")
+	}
+	if c, _, n := rt.count(); c != 1 || n != 1 {
+		t.Errorf("creates=%d containers=%d, want 1 and 1", c, n)
+	}
+}
+
 func TestDriftKeepsRunningThenRecreatesOnRestart(t *testing.T) {
 	cfg := testConfig("qm")
 	rt := newFakeRuntime()
@@ -288,14 +302,7 @@ func TestDriftKeepsRunningThenRecreatesOnRestart(t *testing.T) {
 	if h.rec.Count(incident.ConfigDrift) != 1 {
 		t.Error("no config-drift incident")
 	}
-	h.rt.kill("qm", 137)
-	h.waitFor("recreated", func() bool { st := h.state("qm"); return st.State == Active && st.ContainerID != old })
-	if st := h.state("qm"); st.Drift {
-		t.Error("still drifted after recreate")
-	}
-	if c, _, n := rt.count(); c != 1 || n != 1 {
-		t.Errorf("creates=%d containers=%d, want 1 and 1", c, n)
-	}
+	recreatedAfterCrash(t, h, rt, old)
 }
 
 // TestMisplacedContainerRecreatedOnRestart: a container created in
@@ -323,14 +330,7 @@ func TestMisplacedContainerRecreatedOnRestart(t *testing.T) {
 	if len(drift) != 1 || !strings.Contains(drift[0].Summary, "machine.slice") || drift[0].Details["slice"] != "qm.slice" {
 		t.Fatalf("config-drift incidents %+v: want one naming machine.slice and the slice", drift)
 	}
-	h.rt.kill("qm", 137)
-	h.waitFor("recreated", func() bool { st := h.state("qm"); return st.State == Active && st.ContainerID != old })
-	if st := h.state("qm"); st.Drift {
-		t.Error("still drifted after recreate")
-	}
-	if c, _, n := rt.count(); c != 1 || n != 1 {
-		t.Errorf("creates=%d containers=%d, want 1 and 1", c, n)
-	}
+	recreatedAfterCrash(t, h, rt, old)
 }
 
 func TestNameConflictIsNotTouched(t *testing.T) {
