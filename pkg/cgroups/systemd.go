@@ -19,9 +19,6 @@ type LimitSetter interface {
 	SetMemoryMax(ctx context.Context, v uint64) error
 	SetMemorySwapMax(ctx context.Context, v uint64) error
 	SetCPUWeight(ctx context.Context, w uint64) error
-	// SetCPUIdle makes the cgroup idle against its siblings (cpu.idle 1,
-	// Linux 5.15 and cgroup v2; ErrUnsupported elsewhere).
-	SetCPUIdle(ctx context.Context) error
 	SetCPUMax(ctx context.Context, m CPUMax) error
 	SetPidsMax(ctx context.Context, v uint64) error
 	// SetIOWeight sets the default IO weight (1..10000); SetIOMax one
@@ -123,11 +120,6 @@ func (s CgroupfsSetter) SetCPUWeight(_ context.Context, w uint64) error {
 	return s.Cgroup.SetCPUWeight(w)
 }
 
-// SetCPUIdle writes cpu.idle 1.
-func (s CgroupfsSetter) SetCPUIdle(_ context.Context) error {
-	return s.Cgroup.SetCPUIdle(true)
-}
-
 // SetCPUMax writes cpu.max (v1: cfs quota/period).
 func (s CgroupfsSetter) SetCPUMax(_ context.Context, m CPUMax) error { return s.Cgroup.SetCPUMax(m) }
 
@@ -181,13 +173,6 @@ func (s *SystemdSetter) SetCPUWeight(ctx context.Context, w uint64) error {
 		return fmt.Errorf("cpu weight %d out of range 1..10000", w)
 	}
 	return s.set(ctx, u64("CPUWeight", w))
-}
-
-// SetCPUIdle sets CPUWeight=idle: systemd (251 and later) writes cpu.idle
-// 1, and keeps it when it re-applies the unit's settings, which a direct
-// write to cpu.idle would not survive. On the bus "idle" is the weight 0.
-func (s *SystemdSetter) SetCPUIdle(ctx context.Context) error {
-	return s.set(ctx, u64("CPUWeight", 0))
 }
 
 // SetCPUMax sets CPUQuotaPerSecUSec (and CPUQuotaPeriodUSec when a period

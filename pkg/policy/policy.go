@@ -261,16 +261,17 @@ func (c *Controller) applyLimits() {
 		try("memory.swap.max", c.setter.SetMemorySwapMax(ctx, m.SwapMax.Resolve(c.h.MemTotal)))
 	}
 	if w := c.cfg.CPU.Weight; w == "idle" {
-		// Through systemd where systemd owns the scope: it rewrites
-		// cpu.idle from its own CPUWeight whenever it applies the unit's
-		// settings (each CPUQuota or MemoryHigh qmd sets through it), which
-		// reset a direct write to 0 (seen in the e2e VM: idle 0, weight 1).
-		if err := c.setter.SetCPUIdle(ctx); err != nil {
-			// cpu.idle needs Linux 5.15 and cgroup v2 (systemd 251 for
-			// CPUWeight=idle): fall back to the lowest weight.
-			c.log.Debug("cpu.idle not applied, using the lowest weight", zap.Error(err))
-			try("cpu.weight", c.setter.SetCPUWeight(ctx, 1))
-		}
+		// The lowest weight, not the kernel's idle class (cpu.idle): an
+		// idle cgroup gets next to no CPU while anything else runs, and a
+		// partition must still finish a process that was killed or that
+		// reclaims memory. Seen: the plain setup's memory hog under
+		// qm.container's CPUWeight=idle cost the ASIL probes 9-25 s gaps
+		// in make ffi-bench (weight 1 under qmd: 53-130 ms), and once a
+		// killed 512 MiB hog in an idle cgroup was not gone after 10 s on
+		// the build host under stress-ng and the parallel test suite
+		// (TestRealStallKillsTheHogNotTheInit; not reproduced alone). See
+		// also applySlice.
+		try("cpu.weight", c.setter.SetCPUWeight(ctx, 1))
 	} else if n, err := strconv.ParseUint(w, 10, 64); err == nil {
 		try("cpu.weight", c.setter.SetCPUWeight(ctx, n))
 	}

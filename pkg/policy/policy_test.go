@@ -146,8 +146,11 @@ func TestLimitsAppliedAtStart(t *testing.T) {
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/memory.swap.max")); got != "0" {
 		t.Errorf("memory.swap.max = %s", got)
 	}
-	if got := read(t, filepath.Join(root, "libpod-0123abcd/cpu.idle")); got != "1" {
-		t.Errorf("cpu.idle = %s (CPUWeight=idle)", got)
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/cpu.weight")); got != "1" {
+		t.Errorf("cpu.weight = %s, want the lowest weight for cpu.weight \"idle\"", got)
+	}
+	if got := read(t, filepath.Join(root, "libpod-0123abcd/cpu.idle")); got != "0" {
+		t.Errorf("cpu.idle = %s, want 0: never the kernel's idle class", got)
 	}
 	if got := read(t, filepath.Join(root, "libpod-0123abcd/pids.max")); got != "2097152" {
 		t.Errorf("pids.max = %s, want 50%% of pid_max", got)

@@ -39,10 +39,8 @@ func (c *Controller) applySlice(ctx context.Context, try func(what string, err e
 	}
 	s := &cgroups.SystemdSetter{Conn: c.h.Systemd, Unit: slice}
 	if w := c.cfg.CPU.Weight; w == "idle" {
-		// The lowest weight, not the idle class: a top-level idle cgroup
-		// gets no CPU at all while anything else on the host runs, and a
-		// partition must still be able to finish a killed or reclaiming
-		// process (one benchmark run with an idle qm.slice left the VM
+		// The lowest weight, not the idle class (see applyLimits; one
+		// benchmark run with an idle qm.slice also left the VM
 		// unresponsive for minutes in the memory hog's window). Weight 1
 		// against system.slice's 100 leaves the ASIL units 99 % of a busy
 		// CPU and lets them preempt the partition on wake-up.

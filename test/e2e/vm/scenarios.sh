@@ -377,9 +377,9 @@ s2() {
 
 	# CPUWeight=idle that counts: the kernel weighs a cgroup against its
 	# siblings only, so the partition lives in qm.slice (a sibling of
-	# system.slice, where the ASIL units run), the slice has the lowest
-	# weight and the scope is idle, through systemd (which rewrites
-	# cpu.idle on every change).
+	# system.slice, where the ASIL units run), and the slice and the scope
+	# have the lowest weight (never the kernel's idle class), through
+	# systemd (which rewrites cpu.weight and cpu.idle on every change).
 	local cg
 	cg=$(part_cgroup qm)
 	case $cg in
@@ -388,9 +388,10 @@ s2() {
 	esac
 	[ "$(cat /sys/fs/cgroup/qm.slice/cpu.weight)" = 1 ] || fail "qm.slice cpu.weight is $(cat /sys/fs/cgroup/qm.slice/cpu.weight), want 1 (the lowest weight for CPUWeight=idle)"
 	[ "$(awk '/^default/ { print $2 }' /sys/fs/cgroup/qm.slice/io.weight)" = 50 ] || fail "qm.slice io.weight is '$(paste -sd' ' /sys/fs/cgroup/qm.slice/io.weight)', want default 50"
-	[ "$(cat "$cg/cpu.idle")" = 1 ] || fail "partition scope cpu.idle is $(cat "$cg/cpu.idle"), want 1"
+	[ "$(cat "$cg/cpu.weight")" = 1 ] && [ "$(cat "$cg/cpu.idle")" = 0 ] ||
+		fail "partition scope cpu.weight $(cat "$cg/cpu.weight") cpu.idle $(cat "$cg/cpu.idle"), want 1 and 0 (the lowest weight, never the idle class)"
 	[ "$(svc qm.slice CPUWeight)" = 1 ] || fail "systemd's CPUWeight of qm.slice is $(svc qm.slice CPUWeight), want 1 (kept by systemd)"
-	info "partition in qm.slice: slice cpu.weight 1, io.weight 50; scope cpu.idle 1"
+	info "partition in qm.slice: slice cpu.weight 1, io.weight 50; scope cpu.weight 1, cpu.idle 0"
 
 	trap 'podman exec qm podman rm -f -t 0 e2e-nested >/dev/null 2>&1 || true' EXIT
 	podman exec qm podman run -d --rm --name e2e-nested --network none \
