@@ -694,6 +694,7 @@ s9() {
 # (--no-oom-adjust: stress-ng as root would make its CPU workers unkillable):
 # if memory runs out, the load goes first, not the partition (500).
 LOAD_UNIT=e2e-load.service
+LOAD_SLICE=e2eload.slice
 LOAD_VM_KIB=0 # --vm-bytes of all VM workers together
 start_load() { # start_load SECONDS (an upper bound of its life)
 	local kib vm_kib
@@ -704,7 +705,16 @@ start_load() { # start_load SECONDS (an upper bound of its life)
 	LOAD_VM_KIB=$vm_kib
 	systemctl stop "$LOAD_UNIT" >/dev/null 2>&1 || true
 	systemctl reset-failed "$LOAD_UNIT" >/dev/null 2>&1 || true
-	systemd-run --quiet --unit="$LOAD_UNIT" --collect \
+	# Background load, at the partition's own CPU weight (1, qm.slice) in
+	# a top-level slice of its own: the kernel weighs qm.slice against the
+	# other top-level slices, and a load in system.slice (weight 100)
+	# would leave QM 1 % of the CPUs, by design (containers/qm's
+	# CPUWeight=idle would leave it nothing). This scenario is about qmd
+	# and the partition's restarts under load, not about that policy,
+	# which make ffi-bench measures.
+	systemctl set-property --runtime "$LOAD_SLICE" CPUWeight=1 ||
+		fail "could not give $LOAD_SLICE CPUWeight=1"
+	systemd-run --quiet --unit="$LOAD_UNIT" --collect --slice="$LOAD_SLICE" \
 		-p OOMScoreAdjust=1000 -p TimeoutStopSec=20 -p RuntimeMaxSec="$1" \
 		-p CPUAccounting=yes -p MemoryAccounting=yes -p TasksAccounting=yes \
 		stress-ng --cpu 2 --vm 2 --vm-bytes "${vm_kib}k" --no-oom-adjust --timeout "$1" ||
