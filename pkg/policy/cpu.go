@@ -41,15 +41,11 @@ func (c *Controller) staticCPUMax() cgroups.CPUMax {
 	return m
 }
 
-// pressureCPUMax is the quota under ASIL CPU pressure: pressure.cpu_quota,
-// never above the configured static quota; "max" when the reaction is off
-// (cpu_quota "", the default).
+// pressureCPUMax is the quota under ASIL CPU pressure: pressure.cpu_quota
+// (set: onCPUPressure returns before when the reaction is off), never
+// above the configured static quota.
 func (c *Controller) pressureCPUMax() cgroups.CPUMax {
-	q := c.cfg.Pressure.CPUQuota
-	if q == "" {
-		return c.staticCPUMax()
-	}
-	frac, err := parsePercent(q)
+	frac, err := parsePercent(c.cfg.Pressure.CPUQuota)
 	if err != nil {
 		return c.staticCPUMax() // validated at load: not reached
 	}
@@ -72,6 +68,9 @@ type cpuSample struct {
 // taken when the controller starts, on each resync tick and in each ASIL
 // CPU pressure window.
 func (c *Controller) sampleCPU(now time.Time) (cpus float64, known bool) {
+	if c.cfg.Pressure.CPUQuota == "" {
+		return 0, false // the reaction is off (the default): nothing to read for
+	}
 	used, err := c.cg.CPUUsage()
 	c.mu.Lock()
 	defer c.mu.Unlock()
