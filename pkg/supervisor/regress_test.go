@@ -243,7 +243,14 @@ func TestConditionsAreIndependent(t *testing.T) {
 	h.run()
 	h.waitState("qm", Active)
 	h.waitFor("policy attached", func() bool { return ff.count() == 1 })
-	if err := h.sup.Freeze("qm"); err != nil {
+	// The factory has made the policy, but the loop may not have attached
+	// it yet: the API then answers busy, try again (as a client would).
+	var err error
+	h.waitFor("policy attached to the loop", func() bool {
+		err = h.sup.Freeze("qm")
+		return !errors.Is(err, ErrBusy)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	st := h.state("qm")
