@@ -9,7 +9,8 @@
 #   E2E_SCENARIOS   scenarios to run, e.g. "1 3" (default: 0 1 2 ... 11 13 14 15 16 17 12; 0 is
 #                   the VM preflight that needs no qmd, 11 upgrades the
 #                   package, 12 removes it)
-#   E2E_TIMEOUT     hard limit for the VM in seconds (default 3000)
+#   E2E_TIMEOUT     hard limit for the VM in seconds (default 3900: a loaded
+#                   build host needs about 2 times the quiet run's 1400 s)
 #   E2E_MEM         VM memory in MiB (default 4096)
 #   E2E_CRASH_REPS  crash repetitions per supervisor in scenarios 3 and 10 (default 3)
 #   E2E_LOAD_VM_PCT share of RAM per stress-ng VM worker in scenario 10 (default 25)
@@ -33,7 +34,7 @@ main() {
 	top=$(cd "$here/../.." && pwd)
 	build=${E2E_BUILD:-$top/build/e2e}
 	MAKE=${MAKE:-make}
-	timeout_s=${E2E_TIMEOUT:-3000}
+	timeout_s=${E2E_TIMEOUT:-3900}
 	mem=${E2E_MEM:-4096}
 	scenarios=${E2E_SCENARIOS:-0 1 2 3 4 5 6 7 8 9 10 11 13 14 15 16 17 12}
 
