@@ -175,6 +175,14 @@ func (s *SystemdSetter) SetCPUWeight(ctx context.Context, w uint64) error {
 	return s.set(ctx, u64("CPUWeight", w))
 }
 
+// SetCPUIdle sets CPUWeight=idle: systemd (251 and later) writes cpu.idle
+// 1 and keeps it when it re-applies the unit's settings, which a direct
+// write to cpu.idle would not survive. On the bus "idle" is the weight 0.
+// SetCPUWeight leaves the idle class again (systemd writes cpu.idle 0).
+func (s *SystemdSetter) SetCPUIdle(ctx context.Context) error {
+	return s.set(ctx, u64("CPUWeight", 0))
+}
+
 // SetCPUMax sets CPUQuotaPerSecUSec (and CPUQuotaPeriodUSec when a period
 // is given); Quota Max removes the quota.
 func (s *SystemdSetter) SetCPUMax(ctx context.Context, m CPUMax) error {

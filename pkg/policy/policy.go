@@ -130,6 +130,7 @@ type Controller struct {
 	memSamples  []memSample // the partition's working set over growthWindow (hostlow.go)
 	selfFull    sample      // the partition's own full memory stall total at the last throttle step
 	io          ioState     // the IO policy and its reaction to ASIL IO pressure (io.go)
+	cls         cpuClass    // the slice's idle CPU class and when it is left (cpuclass.go)
 
 	wakeups  atomic.Uint64 // PSI trigger wake-ups (firings) handled
 	spurious atomic.Uint64 // of which the pressure totals did not confirm
@@ -261,16 +262,12 @@ func (c *Controller) applyLimits() {
 		try("memory.swap.max", c.setter.SetMemorySwapMax(ctx, m.SwapMax.Resolve(c.h.MemTotal)))
 	}
 	if w := c.cfg.CPU.Weight; w == "idle" {
-		// The lowest weight, not the kernel's idle class (cpu.idle): an
-		// idle cgroup gets next to no CPU while anything else runs, and a
-		// partition must still finish a process that was killed or that
-		// reclaims memory. Seen: the plain setup's memory hog under
-		// qm.container's CPUWeight=idle cost the ASIL probes 9-25 s gaps
-		// in make ffi-bench (weight 1 under qmd: 53-130 ms), and once a
-		// killed 512 MiB hog in an idle cgroup was not gone after 10 s on
-		// the build host under stress-ng and the parallel test suite
-		// (TestRealStallKillsTheHogNotTheInit; not reproduced alone). See
-		// also applySlice.
+		// The scope: the lowest weight, never the kernel's idle class
+		// (its only sibling is conmon's scope; the class that counts
+		// against the ASIL units is the slice's, see cpuclass.go). Once
+		// a killed 512 MiB hog in an idle cgroup was not gone after 10 s
+		// on the build host under stress-ng and the parallel test suite
+		// (TestRealStallKillsTheHogNotTheInit; not reproduced alone).
 		try("cpu.weight", c.setter.SetCPUWeight(ctx, 1))
 	} else if n, err := strconv.ParseUint(w, 10, 64); err == nil {
 		try("cpu.weight", c.setter.SetCPUWeight(ctx, n))

@@ -105,9 +105,13 @@ func (c *Controller) Run(ctx context.Context) error {
 			if !c.confirmed(trigs, ev) {
 				continue
 			}
-			if ev.Watch.Owner == trigStall {
+			switch ev.Watch.Owner {
+			case trigStall:
 				c.onStall(ctx, ev.At)
+			case trigMemTight:
+				c.memoryTight(ev.At, "partition memory pressure")
 			}
+			resetRestore(time.Now())
 		case sig, ok := <-signals:
 			if !ok {
 				signals = nil // the protector ended: no more host/ASIL signals
@@ -165,6 +169,15 @@ func (c *Controller) startTriggers(ctx context.Context, now time.Time) *cgroups.
 		s.Add(&cgroups.PSIWatch{Name: "partition stall", Kind: cgroups.PSIFull, Threshold: pr.StallThreshold.Duration,
 			Owner: trigStall, Path: func() (string, error) { return path, nil }}, now)
 	}
+	c.mu.Lock()
+	idleClass := c.cls.set != nil
+	c.mu.Unlock()
+	if idleClass {
+		path := filepath.Join(c.cg.Dir("memory"), "memory.pressure")
+		s.Add(&cgroups.PSIWatch{Name: "partition memory tight", Kind: cgroups.PSISome,
+			Threshold: pr.Window.Duration * memTightPercent / 100,
+			Owner:     trigMemTight, Path: func() (string, error) { return path, nil }}, now)
+	}
 	return s
 }
 
@@ -210,6 +223,7 @@ func (c *Controller) onOOMKill(n int, km *kmsg) {
 	if n <= 0 {
 		n = 1
 	}
+	c.memoryTight(time.Now(), "OOM kill")
 	c.hooks.OOMKill(n)
 	// The counter can move a moment before the kernel has logged the kill
 	// line: give the log a few milliseconds.
@@ -266,6 +280,7 @@ func (c *Controller) onForkBomb(ev cgroups.Event) {
 }
 
 func (c *Controller) onMemoryPressure(now time.Time) {
+	c.memoryTight(now, "host or ASIL memory pressure")
 	m := c.readMem()
 	if c.preemptHostLow(now, m) {
 		return
@@ -387,6 +402,7 @@ const (
 //     no offender to kill, or after offenderKills kills within
 //     offenderWindow without the stall ending.
 func (c *Controller) onStall(ctx context.Context, now time.Time) {
+	c.memoryTight(now, "partition memory stall")
 	win := c.cfg.Pressure.Window.Duration
 	c.mu.Lock()
 	if !c.lastStall.IsZero() && now.Sub(c.lastStall) > 3*win { // 3: the kernel may have widened the window to 2 s
@@ -583,6 +599,7 @@ func (c *Controller) nextRestore() (time.Time, bool) {
 		take(c.io.thr.due())
 	}
 	take(c.cpuAt.Add(c.cfg.Pressure.RestoreAfter.Duration), c.cpuLimit)
+	take(c.classDue())
 	return at, ok
 }
 
@@ -623,7 +640,8 @@ func (c *Controller) onQuiet(now time.Time) bool {
 		c.record(incident.Unthrottle, fmt.Sprintf("memory pressure gone: memory.high raised to %s", human(next)),
 			map[string]string{"memory_high": strconv.FormatUint(next, 10), "restored": strconv.FormatBool(!still)})
 	}
-	return still || ioStill || c.cpuLimit
+	classStill := c.classQuiet(now) // after the throttle: back to idle only once memory.high is
+	return still || ioStill || c.cpuLimit || classStill
 }
 
 func human(v uint64) string {

@@ -19,8 +19,8 @@ import (
 // e2e VM (make ffi-bench at 45f73ed), and 1.04 times with the partition in
 // its own slice (at 0bf31e5). qmd creates the partition in a slice of its
 // own (partition.slice, a sibling of system.slice) and gives that slice
-// the partition's weights through systemd, which keeps them ("idle"
-// becomes the lowest weight there, see applySlice).
+// the partition's weights through systemd, which keeps them ("idle" is
+// the kernel's idle class there while memory is quiet, see cpuclass.go).
 
 // applySlice puts the partition's CPU and IO weights on its slice. Only on
 // the configured slice, and only when the partition really is in it: a
@@ -38,15 +38,18 @@ func (c *Controller) applySlice(ctx context.Context, try func(what string, err e
 		return
 	}
 	s := &cgroups.SystemdSetter{Conn: c.h.Systemd, Unit: slice}
-	if w := c.cfg.CPU.Weight; w == "idle" {
-		// The lowest weight, not the idle class (see applyLimits; one
-		// benchmark run with an idle qm.slice also left the VM
-		// unresponsive for minutes in the memory hog's window). Weight 1
-		// against system.slice's 100 leaves the ASIL units 99 % of a busy
-		// CPU and lets them preempt the partition on wake-up.
+	switch w := c.cfg.CPU.Weight; {
+	case w == "idle" && c.startIdleClass(ctx, slice, s):
+		// The idle class while memory is quiet, the lowest weight
+		// while it is tight (cpuclass.go).
+	case w == "idle":
+		// Weight 1 against system.slice's 100 leaves the ASIL units
+		// 99 % of a busy CPU.
 		try(slice+" CPUWeight=1", s.SetCPUWeight(ctx, 1))
-	} else if n, err := strconv.ParseUint(w, 10, 64); err == nil {
-		try(slice+" CPUWeight", s.SetCPUWeight(ctx, n))
+	default:
+		if n, err := strconv.ParseUint(w, 10, 64); err == nil {
+			try(slice+" CPUWeight", s.SetCPUWeight(ctx, n))
+		}
 	}
 	if w := c.cfg.IO.Weight; w > 0 {
 		try(slice+" IOWeight", s.SetIOWeight(ctx, w))

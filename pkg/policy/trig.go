@@ -16,7 +16,8 @@ type trigKind int
 // The host and ASIL triggers moved to the host-level protector
 // (pkg/protect, Host.Pressure); a partition keeps its own stall trigger.
 const (
-	trigStall trigKind = iota // the partition's own full memory pressure
+	trigStall    trigKind = iota // the partition's own full memory pressure
+	trigMemTight                 // its "some" memory pressure: leave the idle CPU class (cpuclass.go)
 )
 
 // psiSource is a registered PSI trigger: *cgroups.PSITrigger, or a fake

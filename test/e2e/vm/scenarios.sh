@@ -377,21 +377,42 @@ s2() {
 
 	# CPUWeight=idle that counts: the kernel weighs a cgroup against its
 	# siblings only, so the partition lives in qm.slice (a sibling of
-	# system.slice, where the ASIL units run), and the slice and the scope
-	# have the lowest weight (never the kernel's idle class), through
-	# systemd (which rewrites cpu.weight and cpu.idle on every change).
-	local cg
+	# system.slice, where the ASIL units run). The slice is in the kernel's
+	# idle class while memory is quiet, the scope has the lowest weight
+	# (never idle), both through systemd (which rewrites cpu.weight and
+	# cpu.idle on every change).
+	local cg sl=/sys/fs/cgroup/qm.slice
 	cg=$(part_cgroup qm)
 	case $cg in
-	/sys/fs/cgroup/qm.slice/libpod-*.scope) ;;
+	"$sl/libpod"-*.scope) ;;
 	*) fail "partition cgroup $cg is not in qm.slice" ;;
 	esac
-	[ "$(cat /sys/fs/cgroup/qm.slice/cpu.weight)" = 1 ] || fail "qm.slice cpu.weight is $(cat /sys/fs/cgroup/qm.slice/cpu.weight), want 1 (the lowest weight for CPUWeight=idle)"
-	[ "$(awk '/^default/ { print $2 }' /sys/fs/cgroup/qm.slice/io.weight)" = 50 ] || fail "qm.slice io.weight is '$(paste -sd' ' /sys/fs/cgroup/qm.slice/io.weight)', want default 50"
+	[ "$(cat "$sl/cpu.idle")" = 1 ] || fail "qm.slice cpu.idle is $(cat "$sl/cpu.idle"), want 1 (the idle class while memory is quiet)"
+	[ "$(svc qm.slice CPUWeight)" = idle ] || fail "systemd's CPUWeight of qm.slice is $(svc qm.slice CPUWeight), want idle (kept by systemd)"
+	[ "$(awk '/^default/ { print $2 }' "$sl/io.weight")" = 50 ] || fail "qm.slice io.weight is '$(paste -sd' ' "$sl/io.weight")', want default 50"
 	[ "$(cat "$cg/cpu.weight")" = 1 ] && [ "$(cat "$cg/cpu.idle")" = 0 ] ||
 		fail "partition scope cpu.weight $(cat "$cg/cpu.weight") cpu.idle $(cat "$cg/cpu.idle"), want 1 and 0 (the lowest weight, never the idle class)"
-	[ "$(svc qm.slice CPUWeight)" = 1 ] || fail "systemd's CPUWeight of qm.slice is $(svc qm.slice CPUWeight), want 1 (kept by systemd)"
-	info "partition in qm.slice: slice cpu.weight 1, io.weight 50; scope cpu.weight 1, cpu.idle 0"
+	info "partition in qm.slice: slice cpu.idle 1, io.weight 50; scope cpu.weight 1, cpu.idle 0"
+
+	# Memory tight for the partition: the slice leaves the idle class
+	# (weight 1), so that reclaiming and killed processes are not starved,
+	# and returns restore_after (30 s) after the last sign. The sign: a QM
+	# unit that allocates far beyond its MemoryHigh reclaims all the time.
+	local t0 t1
+	t0=$(date +%s)
+	podman exec qm systemd-run --unit=e2e-churn -p MemoryHigh=64M -p MemorySwapMax=0 \
+		/usr/local/bin/e2e-hog churn 256 >/dev/null 2>&1 || fail "could not start the memory churn in QM"
+	if ! (wait_for 60 x sh -c "[ \"\$(cat $sl/cpu.idle)\" = 0 ] && [ \"\$(cat $sl/cpu.weight)\" = 1 ]") 2>/dev/null; then
+		podman exec qm systemctl stop e2e-churn.service >/dev/null 2>&1 || true
+		fail "qm.slice cpu.idle $(cat "$sl/cpu.idle") cpu.weight $(cat "$sl/cpu.weight") 60s into a memory churn in QM, want 0 and 1; partition $(head -n 1 "$cg/memory.pressure")"
+	fi
+	t1=$(date +%s)
+	podman exec qm systemctl stop e2e-churn.service >/dev/null 2>&1 || fail "could not stop the memory churn in QM"
+	qmd_log "$t0" | grep -q 'leaves the idle CPU class' || check_later "qmd did not log why qm.slice left the idle class"
+	info "memory churn in QM: qm.slice at weight 1 after $(( t1 - t0 ))s; partition $(head -n 1 "$cg/memory.pressure")"
+	wait_for 150 "qm.slice back in the idle class after the churn" sh -c "[ \"\$(cat $sl/cpu.idle)\" = 1 ]"
+	info "qm.slice back in the idle class $(( $(date +%s) - t1 ))s after the churn ended"
+	[ "$(svc qm.slice CPUWeight)" = idle ] || fail "systemd's CPUWeight of qm.slice is $(svc qm.slice CPUWeight) after the return, want idle"
 
 	trap 'podman exec qm podman rm -f -t 0 e2e-nested >/dev/null 2>&1 || true' EXIT
 	podman exec qm podman run -d --rm --name e2e-nested --network none \
@@ -705,15 +726,15 @@ start_load() { # start_load SECONDS (an upper bound of its life)
 	LOAD_VM_KIB=$vm_kib
 	systemctl stop "$LOAD_UNIT" >/dev/null 2>&1 || true
 	systemctl reset-failed "$LOAD_UNIT" >/dev/null 2>&1 || true
-	# Background load, at the partition's own CPU weight (1, qm.slice) in
-	# a top-level slice of its own: the kernel weighs qm.slice against the
-	# other top-level slices, and a load in system.slice (weight 100)
-	# would leave QM 1 % of the CPUs, by design (containers/qm's
-	# CPUWeight=idle would leave it nothing). This scenario is about qmd
-	# and the partition's restarts under load, not about that policy,
-	# which make ffi-bench measures.
-	systemctl set-property --runtime "$LOAD_SLICE" CPUWeight=1 ||
-		fail "could not give $LOAD_SLICE CPUWeight=1"
+	# Background load, in the partition's own CPU class (qm.slice: idle
+	# while memory is quiet, weight 1 while it is tight) in a top-level
+	# slice of its own: the kernel weighs qm.slice against the other
+	# top-level slices, and a load in system.slice would leave QM next to
+	# nothing, by design (as containers/qm's CPUWeight=idle does). This
+	# scenario is about qmd and the partition's restarts under load, not
+	# about that policy, which make ffi-bench measures.
+	systemctl set-property --runtime "$LOAD_SLICE" CPUWeight=idle ||
+		fail "could not give $LOAD_SLICE CPUWeight=idle"
 	systemd-run --quiet --unit="$LOAD_UNIT" --collect --slice="$LOAD_SLICE" \
 		-p OOMScoreAdjust=1000 -p TimeoutStopSec=20 -p RuntimeMaxSec="$1" \
 		-p CPUAccounting=yes -p MemoryAccounting=yes -p TasksAccounting=yes \
