@@ -59,9 +59,8 @@ type classSetter interface {
 type cpuClass struct {
 	slice   string
 	set     classSetter // nil: the idle class is not used (weight 1 throughout)
-	idle    bool        // the slice is in the idle class now
+	idle    bool        // this partition does not hold the slice out of the idle class
 	tightAt time.Time   // the last sign of memory getting tight
-	leaves  uint64      // how often the slice left the idle class
 }
 
 // startIdleClass puts the slice in the idle class and arms the class
@@ -76,7 +75,11 @@ func (c *Controller) startIdleClass(ctx context.Context, slice string, s classSe
 		c.log.Debug("the slice has no cpu.idle: the lowest weight instead of the idle class", zap.String("slice", slice))
 		return false
 	}
-	if err := s.SetCPUIdle(ctx); err != nil {
+	if c.h.classHeld(slice) {
+		// Another partition of the slice holds it out of the idle
+		// class: this one goes along until that one lets go.
+		c.log.Info("the slice stays out of the idle CPU class for now: memory is tight for another partition in it", zap.String("slice", slice))
+	} else if err := s.SetCPUIdle(ctx); err != nil {
 		c.log.Warn("idle CPU class not set on the slice; the lowest weight instead", zap.String("slice", slice), zap.Error(err))
 		return false
 	}
@@ -84,6 +87,32 @@ func (c *Controller) startIdleClass(ctx context.Context, slice string, s classSe
 	c.cls = cpuClass{slice: slice, set: s, idle: true}
 	c.mu.Unlock()
 	return true
+}
+
+// holdClass records whether this partition holds its slice out of the
+// idle class, and reports whether any partition of the slice does.
+func (h *Host) holdClass(slice, partition string, hold bool) (held bool) {
+	h.classMu.Lock()
+	defer h.classMu.Unlock()
+	if h.tight == nil {
+		h.tight = map[string]map[string]bool{}
+	}
+	if h.tight[slice] == nil {
+		h.tight[slice] = map[string]bool{}
+	}
+	if hold {
+		h.tight[slice][partition] = true
+	} else {
+		delete(h.tight[slice], partition)
+	}
+	return len(h.tight[slice]) > 0
+}
+
+// classHeld reports whether a partition holds slice out of the idle class.
+func (h *Host) classHeld(slice string) bool {
+	h.classMu.Lock()
+	defer h.classMu.Unlock()
+	return len(h.tight[slice]) > 0
 }
 
 // memoryTight notes a sign of memory getting tight for the partition and
@@ -104,18 +133,17 @@ func (c *Controller) memoryTight(now time.Time, why string) {
 	if !leave {
 		return
 	}
+	c.h.holdClass(slice, c.cfg.Name, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.SetCPUWeight(ctx, 1); err != nil {
 		c.mu.Lock()
 		c.cls.idle = true // still idle: the next sign tries again
 		c.mu.Unlock()
+		c.h.holdClass(slice, c.cfg.Name, false)
 		c.log.Warn("leaving the idle CPU class failed", zap.String("slice", slice), zap.Error(err))
 		return
 	}
-	c.mu.Lock()
-	c.cls.leaves++
-	c.mu.Unlock()
 	c.log.Info("memory is getting tight for the partition: its slice leaves the idle CPU class for the lowest weight, so that reclaiming and killed processes are not starved",
 		zap.String("slice", slice), zap.String("sign", why))
 }
@@ -129,22 +157,50 @@ func (c *Controller) classDue() (time.Time, bool) {
 	return c.cls.tightAt.Add(c.cfg.Pressure.RestoreAfter.Duration), true
 }
 
-// classQuiet puts the slice back in the idle class when that is due (c.mu
-// held); it reports whether the slice is still out of it.
+// classQuiet lets go of the slice when that is due (c.mu held): back to
+// the idle class unless another partition of the slice still holds it.
+// It reports whether this partition still holds it.
 func (c *Controller) classQuiet(now time.Time) bool {
 	at, ok := c.classDue()
 	if !ok || now.Before(at) {
 		return c.cls.set != nil && !c.cls.idle
 	}
+	c.cls.idle = true
+	if c.h.holdClass(c.cls.slice, c.cfg.Name, false) {
+		c.log.Info("memory quiet for the partition; its slice stays out of the idle CPU class for another partition in it", zap.String("slice", c.cls.slice))
+		return false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.cls.set.SetCPUIdle(ctx); err != nil {
 		c.log.Warn("returning to the idle CPU class failed; retried after restore_after", zap.String("slice", c.cls.slice), zap.Error(err))
+		c.cls.idle = false
 		c.cls.tightAt = now
+		c.h.holdClass(c.cls.slice, c.cfg.Name, true)
 		return true
 	}
-	c.cls.idle = true
 	c.log.Info("memory quiet for the partition: its slice is back in the idle CPU class", zap.String("slice", c.cls.slice),
 		zap.Duration("quiet_for", now.Sub(c.cls.tightAt)))
 	return false
+}
+
+// releaseClass lets go of the slice when the controller ends (the
+// partition's init is gone): a slice no other partition holds goes back
+// to the idle class, which the next start would set anyway.
+func (c *Controller) releaseClass() {
+	c.mu.Lock()
+	held := c.cls.set != nil && !c.cls.idle
+	if held {
+		c.cls.idle = true
+	}
+	s, slice := c.cls.set, c.cls.slice
+	c.mu.Unlock()
+	if !held || c.h.holdClass(slice, c.cfg.Name, false) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.SetCPUIdle(ctx); err != nil {
+		c.log.Warn("returning to the idle CPU class failed", zap.String("slice", slice), zap.Error(err))
+	}
 }

@@ -64,6 +64,11 @@ type Host struct {
 	// ASIL pressure signals (pkg/protect); nil: none (no [[protect]] and
 	// no host_memory, or tests).
 	Pressure PressureSignals
+
+	// tight is, per slice, the partitions that hold it out of the idle
+	// CPU class (cpuclass.go): partitions may share a slice.
+	classMu sync.Mutex
+	tight   map[string]map[string]bool
 }
 
 // PressureSignals is the part of the host-level protector

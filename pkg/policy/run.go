@@ -27,6 +27,7 @@ import (
 func (c *Controller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer c.releaseClass()
 	km, err := openKmsg()
 	if err != nil {
 		c.log.Debug("kernel log not readable; OOM victims are reported without name", zap.Error(err))

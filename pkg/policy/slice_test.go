@@ -203,3 +203,37 @@ func TestSliceLeavesTheIdleClassWhileMemoryIsTight(t *testing.T) {
 		t.Error("the slice went back to the idle class while memory.high was still lowered")
 	}
 }
+
+// TestSharedSliceStaysOutOfTheIdleClassWhileAnyPartitionIsTight: two
+// partitions in one slice; the slice returns to the idle class only when
+// neither holds it out, and a partition started meanwhile does not put it
+// back.
+func TestSharedSliceStaysOutOfTheIdleClassWhileAnyPartitionIsTight(t *testing.T) {
+	h, u, root := slicedHost(t, "qm.slice")
+	write(t, root, map[string]string{"qm.slice/cpu.idle": "0\n"})
+	start := func(name string) *Controller {
+		p := partitionConfig()
+		p.Name, p.Slice = name, "qm.slice"
+		p.Pressure.RestoreAfter.Duration = 10 * time.Second
+		return newController(t, h, p, newRecorder())
+	}
+	a, b := start("qa"), start("qb")
+	if got := u.seq("qm.slice", "CPUWeight"); got != "0 0" {
+		t.Fatalf("qm.slice CPUWeight settings %q, want the idle class from both", got)
+	}
+	t0 := time.Now()
+	a.memoryTight(t0, "test")
+	b.memoryTight(t0.Add(5*time.Second), "test")
+	if got := u.seq("qm.slice", "CPUWeight"); got != "0 0 1 1" {
+		t.Fatalf("qm.slice CPUWeight settings %q, want weight 1 from each", got)
+	}
+	start("qc") // started while the slice is held out: must not make it idle
+	a.onQuiet(t0.Add(11 * time.Second))
+	if got := u.seq("qm.slice", "CPUWeight"); got != "0 0 1 1" {
+		t.Fatalf("qm.slice CPUWeight settings %q: idle again while qb still holds it", got)
+	}
+	b.onQuiet(t0.Add(16 * time.Second))
+	if got := u.seq("qm.slice", "CPUWeight"); got != "0 0 1 1 0" {
+		t.Fatalf("qm.slice CPUWeight settings %q, want idle once neither holds it", got)
+	}
+}
