@@ -6,6 +6,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -48,6 +49,13 @@ func withLiveness(next supervisor.ResourceFactory, log *zap.Logger, newProber fu
 				Failures: lv.Failures, Grace: lv.BootGrace.Duration},
 			Prober: newProber(init.PID),
 			Log:    plog,
+			// Set before Run: the policy is made below.
+			Starved: func() (time.Duration, bool) {
+				if s, ok := pr.Resources.(cpuStarved); ok {
+					return s.CPUStarved()
+				}
+				return 0, false
+			},
 			OnUnresponsive: func(reason string, details map[string]string) {
 				plog.Warn("partition's systemd does not answer; restarting the partition", zap.String("reason", reason))
 				if details == nil {
@@ -80,6 +88,12 @@ func withLiveness(next supervisor.ResourceFactory, log *zap.Logger, newProber fu
 		pr.Resources = r
 		return pr, nil
 	}
+}
+
+// cpuStarved is the resource policy's reading of the partition's CPU
+// starvation (pkg/policy's Controller).
+type cpuStarved interface {
+	CPUStarved() (time.Duration, bool)
 }
 
 // probed is a resource policy with the liveness probe running beside it.

@@ -18,7 +18,9 @@
 // answered (it may take tens of seconds to boot under emulation) unless a
 // long grace is over, requires several failures in a row, does not count
 // while the partition is throttled or frozen (a stall qmd caused or an
-// operator asked for is no reason to restart), and reports once.
+// operator asked for is no reason to restart) nor a failure while the
+// partition was starved of CPU by the host (its idle class or lowest weight
+// against a busy host: slow, not hung), and reports once.
 package liveness
 
 import (
@@ -271,6 +273,15 @@ type Options struct {
 	// OnUnresponsive is called once when the init stopped answering: the
 	// caller records an incident and restarts the partition (killing it).
 	OnUnresponsive func(reason string, details map[string]string)
+	// Starved is the partition's cumulative time in which all its
+	// runnable tasks waited for a CPU (cpu.pressure "full"); ok false:
+	// unknown. A failed probe during which that grew by at least half
+	// the probe's time is not counted: the host starved the partition
+	// (its CPU class ranks it below every host task), which the plain
+	// containers/qm setup would not restart for either. A hung systemd
+	// is not runnable, and a CPU hog inside the partition keeps some of
+	// its tasks running, so neither shows up there. nil: not asked.
+	Starved func() (total time.Duration, ok bool)
 	// Now and After default to the real clock (tests drive them).
 	Now   func() time.Time
 	After func(time.Duration) <-chan time.Time
@@ -316,6 +327,14 @@ func (m *Monitor) Pause(on bool) {
 	}
 }
 
+// starved reads Options.Starved.
+func (m *Monitor) starved() (time.Duration, bool) {
+	if m.o.Starved == nil {
+		return 0, false
+	}
+	return m.o.Starved()
+}
+
 // Run probes until ctx ends or the init was found unresponsive.
 func (m *Monitor) Run(ctx context.Context) error {
 	cfg := m.o.Config
@@ -340,8 +359,10 @@ func (m *Monitor) Run(ctx context.Context) error {
 			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		starved0, knownStarved := m.starved()
 		began := m.o.Now()
 		err := m.o.Prober.Probe(pctx)
+		took := m.o.Now().Sub(began)
 		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -362,6 +383,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.o.Log.Warn("liveness probe off: the partition's bus refuses it", zap.Error(err))
 		}
 		if err != nil && !idle && !rejected {
+			if starved1, ok := m.starved(); knownStarved && ok && starved1 > starved0 && 2*(starved1-starved0) >= took {
+				m.o.Log.Info("liveness probe unanswered while the host starved the partition of CPU: not counted",
+					zap.Error(err), zap.Duration("probe", took), zap.Duration("starved", starved1-starved0))
+				continue
+			}
 			m.o.Log.Debug("liveness probe failed", zap.Error(err), zap.Int("failures", t.Failures()+1))
 		}
 		if t.Observe(m.o.Now(), err) == Unresponsive {

@@ -130,10 +130,11 @@ func TestTrackerPause(t *testing.T) {
 
 // scripted is a fake prober answering from a list, then always the last.
 type scripted struct {
-	mu    sync.Mutex
-	errs  []error
-	n     int
-	probe chan struct{}
+	mu     sync.Mutex
+	errs   []error
+	n      int
+	probe  chan struct{}
+	during func() // what happens while the probe waits (nil: nothing)
 }
 
 func (s *scripted) Probe(ctx context.Context) error {
@@ -142,6 +143,9 @@ func (s *scripted) Probe(ctx context.Context) error {
 	s.n++
 	err := s.errs[i]
 	s.mu.Unlock()
+	if s.during != nil {
+		s.during()
+	}
 	s.probe <- struct{}{}
 	return err
 }
@@ -267,5 +271,84 @@ func TestSocketPath(t *testing.T) {
 	}
 	if got := SocketPath("/tmp/x/%d/private", 7); got != "/tmp/x/7/private" {
 		t.Errorf("pattern: %s", got)
+	}
+}
+
+// TestMonitorDoesNotCountFailuresWhileStarved: a probe that failed while
+// the partition's "all runnable tasks wait for a CPU" time grew by at
+// least half the probe's time is not counted (the host starved it: slow,
+// not hung); once the starvation ends, three failures report.
+func TestMonitorDoesNotCountFailuresWhileStarved(t *testing.T) {
+	ticks := make(chan time.Time)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	errs := []error{nil}
+	for range 9 {
+		errs = append(errs, errHung)
+	}
+	// Each probe takes 5 s (its timeout) of the fake clock; while the
+	// host starves the partition, 3 s of it with every runnable task of
+	// the partition waiting for a CPU (more than half).
+	var starved time.Duration
+	starving := true
+	p := &scripted{errs: errs, probe: make(chan struct{}, 16), during: func() {
+		advance(5 * time.Second)
+		mu.Lock()
+		if starving {
+			starved += 3 * time.Second
+		}
+		mu.Unlock()
+	}}
+	fired := make(chan map[string]string, 1)
+	m := NewMonitor(Options{
+		Config: cfg3(), Prober: p,
+		Now:   func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+		After: func(time.Duration) <-chan time.Time { return ticks },
+		Starved: func() (time.Duration, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			return starved, true
+		},
+		OnUnresponsive: func(_ string, d map[string]string) { fired <- d },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	probe := func() {
+		t.Helper()
+		advance(10 * time.Second)
+		select {
+		case ticks <- now:
+		case err := <-done:
+			t.Fatalf("Run returned early (%v): a starved failure was counted", err)
+		}
+		<-p.probe
+	}
+	for range 7 { // one answer, six starved failures
+		probe()
+	}
+	select {
+	case d := <-fired:
+		t.Fatalf("reported failures while the host starved the partition: %v", d)
+	default:
+	}
+	mu.Lock()
+	starving = false
+	mu.Unlock()
+	for range 3 {
+		probe()
+	}
+	select {
+	case d := <-fired:
+		if d["failures"] != "3" {
+			t.Errorf("details %v, want 3 failures", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no report after three unexcused failures")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }

@@ -204,3 +204,19 @@ func (c *Controller) releaseClass() {
 		c.log.Warn("returning to the idle CPU class failed", zap.String("slice", slice), zap.Error(err))
 	}
 }
+
+// CPUStarved is the partition's cumulative time in which all its runnable
+// tasks waited for a CPU (cpu.pressure "full", cgroup v2): what its CPU
+// class costs it against a busy host. The liveness probe does not count a
+// failure while this grows (internal/daemon).
+func (c *Controller) CPUStarved() (time.Duration, bool) {
+	if c.cg.Version() != cgroups.V2 {
+		return 0, false
+	}
+	p, err := c.readPSI(filepath.Join(c.cg.Dir("cpu"), "cpu.pressure"))
+	if err != nil {
+		return 0, false
+	}
+	total, ok := p.Total(cgroups.PSIFull)
+	return time.Duration(total) * time.Microsecond, ok
+}

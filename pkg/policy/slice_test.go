@@ -237,3 +237,21 @@ func TestSharedSliceStaysOutOfTheIdleClassWhileAnyPartitionIsTight(t *testing.T)
 		t.Fatalf("qm.slice CPUWeight settings %q, want idle once neither holds it", got)
 	}
 }
+
+// TestCPUStarved reads the partition's cpu.pressure "full" total, which
+// the liveness probe uses to tell a starved partition from a hung one.
+func TestCPUStarved(t *testing.T) {
+	h, root := fakeHost(t)
+	c := newController(t, h, partitionConfig(), newRecorder())
+	if _, ok := c.CPUStarved(); ok {
+		t.Error("CPUStarved ok without a cpu.pressure file")
+	}
+	write(t, root, map[string]string{"libpod-0123abcd/cpu.pressure": psiText(9000000, 2500000)})
+	if d, ok := c.CPUStarved(); !ok || d != 2500*time.Millisecond {
+		t.Errorf("CPUStarved = %v, %v; want 2.5s (the full total), true", d, ok)
+	}
+	write(t, root, map[string]string{"libpod-0123abcd/cpu.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=9000000\n"})
+	if _, ok := c.CPUStarved(); ok {
+		t.Error("CPUStarved ok without a full line (Linux before 5.13)")
+	}
+}
