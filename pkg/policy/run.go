@@ -641,7 +641,7 @@ func (c *Controller) onQuiet(now time.Time) bool {
 		c.record(incident.Unthrottle, fmt.Sprintf("memory pressure gone: memory.high raised to %s", human(next)),
 			map[string]string{"memory_high": strconv.FormatUint(next, 10), "restored": strconv.FormatBool(!still)})
 	}
-	classStill := c.classQuiet(now) // after the throttle: back to idle only once memory.high is
+	classStill := c.classQuiet(now) // after the throttle's step: idle again only once memory.high is back
 	return still || ioStill || c.cpuLimit || classStill
 }
 
