@@ -642,20 +642,16 @@ s15_reaction() {
 	wr1=$(awk -v a="$w0" -v b="$w1" -v t="$(( n1 - n0 ))" 'BEGIN { printf "%.0f", (b - a) * 1e9 / t }')
 	wr2=$(awk -v a="$w1" -v b="$w2" -v t="$(( n2 - n1 ))" 'BEGIN { printf "%.0f", (b - a) * 1e9 / t }')
 	info "ASIL reader io stall: ${idle} ms/s idle, ${before} ms/s from the writer's start to the reaction, ${after} ms/s in the $(secs $(( n2 - n1 )))s after it (threshold 100 ms/s); the writer wrote $(( wr1 >> 10 )) KiB/s before, $(( wr2 >> 10 )) KiB/s after"
-	# The limit must hold (io.max's own slack is a fraction of a second's
-	# worth: 25 % over 20 s is not that).
-	[ -z "$v" ] || [ "$(( wr2 * 4 ))" -le "$(( v * 5 ))" ] ||
-		check_later "the writer wrote $(( wr2 >> 10 )) KiB/s under the lowered limit of $(( v >> 10 )) KiB/s"
 	if [ "$before" -le "$idle" ]; then
 		check_later "the writer did not raise the ASIL reader's io stall (${idle} ms/s idle, ${before} ms/s with the writer): the reaction cannot be judged"
 	elif [ "$after" -gt 100 ]; then
 		check_later "the ASIL reader's io stall stayed above the 100 ms/s threshold under the lowered limit: ${after} ms/s (${before} ms/s before the reaction, idle ${idle} ms/s)"
-	elif [ "$(( wr2 * 4 ))" -gt "$(( wr1 * 3 ))" ]; then
-		# The limit did not slow the writer by a quarter: on a loaded
-		# host the writer, in the partition's idle CPU class, wrote less
-		# than the lowered limit already (CPU-bound), and the reader's
-		# stall can only be noise apart (seen: 22 -> 23 ms/s).
-		info "the lowered limit did not slow the writer ($(( wr1 >> 10 )) -> $(( wr2 >> 10 )) KiB/s): what it adds to the reader's stall ($(( before - idle )) -> $(( after - idle )) ms/s) is not judged"
+	elif [ "$(( (after - idle) * 4 ))" -gt "$(( (before - idle) * 3 ))" ] && [ "$(( wr2 * 4 ))" -gt "$(( wr1 * 3 ))" ]; then
+		# Not down by a quarter, but the limit did not slow the writer
+		# either: on a loaded host the writer, in the partition's idle
+		# CPU class, can be CPU-bound below the lowered limit, and the
+		# reader's stall is then noise apart (seen: 22 -> 23 ms/s).
+		info "the lowered limit did not slow the writer ($(( wr1 >> 10 )) -> $(( wr2 >> 10 )) KiB/s by io.stat): what it adds to the reader's stall ($(( before - idle )) -> $(( after - idle )) ms/s) is not judged"
 	elif [ "$(( (after - idle) * 4 ))" -gt "$(( (before - idle) * 3 ))" ]; then
 		check_later "the io stall the writer adds to the ASIL reader did not fall by a quarter under the lowered limit: $(( before - idle )) ms/s before the reaction, $(( after - idle )) ms/s after (idle ${idle} ms/s)"
 	fi
