@@ -166,27 +166,26 @@ func (c *Controller) classQuiet(now time.Time) bool {
 		return c.cls.set != nil && !c.cls.idle
 	}
 	c.cls.idle = true
-	if c.h.holdClass(c.cls.slice, c.cfg.Name, false) {
+	others, err := c.letGoOfClass(c.cls.set, c.cls.slice)
+	switch {
+	case others:
 		c.log.Info("memory quiet for the partition; its slice stays out of the idle CPU class for another partition in it", zap.String("slice", c.cls.slice))
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.cls.set.SetCPUIdle(ctx); err != nil {
+	case err != nil:
 		c.log.Warn("returning to the idle CPU class failed; retried after restore_after", zap.String("slice", c.cls.slice), zap.Error(err))
 		c.cls.idle = false
 		c.cls.tightAt = now
 		c.h.holdClass(c.cls.slice, c.cfg.Name, true)
 		return true
+	default:
+		c.log.Info("memory quiet for the partition: its slice is back in the idle CPU class", zap.String("slice", c.cls.slice),
+			zap.Duration("quiet_for", now.Sub(c.cls.tightAt)))
 	}
-	c.log.Info("memory quiet for the partition: its slice is back in the idle CPU class", zap.String("slice", c.cls.slice),
-		zap.Duration("quiet_for", now.Sub(c.cls.tightAt)))
 	return false
 }
 
 // releaseClass lets go of the slice when the controller ends (the
-// partition's init is gone): a slice no other partition holds goes back
-// to the idle class, which the next start would set anyway.
+// partition's init is gone), as classQuiet does: the next start would set
+// the idle class anyway.
 func (c *Controller) releaseClass() {
 	c.mu.Lock()
 	held := c.cls.set != nil && !c.cls.idle
@@ -195,14 +194,23 @@ func (c *Controller) releaseClass() {
 	}
 	s, slice := c.cls.set, c.cls.slice
 	c.mu.Unlock()
-	if !held || c.h.holdClass(slice, c.cfg.Name, false) {
+	if !held {
 		return
+	}
+	if _, err := c.letGoOfClass(s, slice); err != nil {
+		c.log.Warn("returning to the idle CPU class failed", zap.String("slice", slice), zap.Error(err))
+	}
+}
+
+// letGoOfClass drops this partition's hold on the slice and puts the slice
+// back in the idle class unless another partition still holds it (others).
+func (c *Controller) letGoOfClass(s classSetter, slice string) (others bool, err error) {
+	if c.h.holdClass(slice, c.cfg.Name, false) {
+		return true, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.SetCPUIdle(ctx); err != nil {
-		c.log.Warn("returning to the idle CPU class failed", zap.String("slice", slice), zap.Error(err))
-	}
+	return false, s.SetCPUIdle(ctx)
 }
 
 // CPUStarved is the partition's cumulative time in which all its runnable
